@@ -1,0 +1,116 @@
+"""The one exception tree of Tollgate.
+
+Every error that Tollgate raises on purpose derives from ``TollgateError``.
+Lower-layer errors (Redis, gRPC, YAML, provider bodies) are translated where
+they enter, with the cause chained.
+
+    TollgateError
+    ├── ConfigError             settings or policy unusable (start-up, reload)
+    │   └── PolicyError         the policy file is invalid; names key and line
+    ├── CredentialError         an upstream credential cannot be read
+    ├── StoreUnavailable        Redis did not answer
+    ├── MeteringError           a response body could not be measured
+    ├── PricingError            a usage could not be priced
+    └── Refusal                 the request is answered by the gateway itself
+        ├── IdentityMissing     401: no identity in the trusted source
+        ├── RouteUnknown        404: no provider matches the request
+        ├── BadRequest          400: the body is not what the endpoint takes
+        ├── BudgetExceeded      429: a scope's budget cannot hold the estimate
+        └── ServiceUnavailable  503: the gateway cannot decide right now
+
+Only ``Refusal`` subclasses reach a client in words, and only through the
+stream handler (``extproc.server.stream``), which is the one place that turns
+errors into Envoy immediate responses. Anything else is logged and answered
+with a generic message.
+"""
+
+from __future__ import annotations
+
+
+class TollgateError(Exception):
+    """Root of every error Tollgate raises on purpose."""
+
+
+class ConfigError(TollgateError):
+    """Settings or policy cannot be used."""
+
+
+class PolicyError(ConfigError):
+    """The policy file failed validation.
+
+    ``problems`` holds one human-readable line per fault, each naming the key
+    path and, where known, the line in the file.
+    """
+
+    def __init__(self, source: str, problems: list[str]) -> None:
+        self.source = source
+        self.problems = list(problems)
+        super().__init__(f"invalid policy {source}: " + "; ".join(self.problems))
+
+
+class CredentialError(TollgateError):
+    """An upstream credential could not be read from its source."""
+
+
+class StoreUnavailable(TollgateError):
+    """The budget store (Redis) could not be reached or answered an error."""
+
+
+class MeteringError(TollgateError):
+    """A response could not be measured (bad encoding, garbage, too large)."""
+
+
+class PricingError(TollgateError):
+    """A usage could not be turned into a cost."""
+
+
+class Refusal(TollgateError):
+    """A request that the gateway answers itself instead of forwarding.
+
+    ``status`` is the HTTP status, ``code`` a short machine-readable reason,
+    ``message`` the sentence the client reads, ``headers`` extra response
+    headers (for example ``retry-after``).
+    """
+
+    status = 400
+    code = "bad_request"
+
+    def __init__(self, message: str, *, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.headers = dict(headers or {})
+
+
+class IdentityMissing(Refusal):
+    status = 401
+    code = "identity_missing"
+
+
+class RouteUnknown(Refusal):
+    status = 404
+    code = "route_unknown"
+
+
+class BadRequest(Refusal):
+    status = 400
+    code = "bad_request"
+
+
+class BudgetExceeded(Refusal):
+    """A budget scope cannot hold the reservation.
+
+    ``scope`` names the scope that refused, ``retry_after_s`` when it frees up.
+    """
+
+    status = 429
+    code = "budget_exceeded"
+
+    def __init__(self, message: str, *, scope: str, retry_after_s: int) -> None:
+        super().__init__(message, headers={"retry-after": str(retry_after_s)})
+        self.scope = scope
+        self.retry_after_s = retry_after_s
+
+
+class ServiceUnavailable(Refusal):
+    status = 503
+    code = "service_unavailable"
