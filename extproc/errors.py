@@ -14,9 +14,11 @@ they enter, with the cause chained.
     └── Refusal                 the request is answered by the gateway itself
         ├── IdentityMissing     401: no identity in the trusted source
         ├── RouteUnknown        404: no provider matches the request
+        ├── EndpointNotAllowed  403: an endpoint the gateway cannot meter
         ├── BadRequest          400: the body is not what the endpoint takes
         ├── BudgetExceeded      429: a scope's budget cannot hold the estimate
-        └── ServiceUnavailable  503: the gateway cannot decide right now
+        ├── ServiceUnavailable  503: the gateway cannot decide right now
+        └── GatewayFailure      500: an unexpected fault, answered generically
 
 Only ``Refusal`` subclasses reach a client in words, and only through the
 stream handler (``extproc.server.stream``), which is the one place that turns
@@ -91,6 +93,11 @@ class RouteUnknown(Refusal):
     code = "route_unknown"
 
 
+class EndpointNotAllowed(Refusal):
+    status = 403
+    code = "endpoint_not_metered"
+
+
 class BadRequest(Refusal):
     status = 400
     code = "bad_request"
@@ -114,3 +121,10 @@ class BudgetExceeded(Refusal):
 class ServiceUnavailable(Refusal):
     status = 503
     code = "service_unavailable"
+
+
+class GatewayFailure(Refusal):
+    """An unexpected fault; the client reads only a generic sentence."""
+
+    status = 500
+    code = "internal_error"

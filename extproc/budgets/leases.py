@@ -1,0 +1,77 @@
+"""Charging reservations whose call never settled (a killed process)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+
+from extproc.budgets.store import Attribution, BudgetStore, Settlement
+from extproc.errors import StoreUnavailable
+
+log = logging.getLogger(__name__)
+
+LEASE_EXPIRED = "lease_expired"
+
+
+async def settle_expired_leases(store: BudgetStore, *, now_ms: int | None = None) -> int:
+    """Charge every reservation whose lease has run out at its estimate.
+
+    Exactly once: a call that settles at the same moment and this sweep both
+    go through the settlement script, and only the first one books.
+    Returns how many reservations were charged now.
+    """
+    now_ms = int(time.time() * 1000) if now_ms is None else now_ms
+    charged = 0
+    for request_id in await store.expired_leases(now_ms):
+        held = await store.reservation(request_id)
+        if held is None:
+            continue
+        if await _charge_estimate(store, request_id, held):
+            charged += 1
+    return charged
+
+
+async def sweep_forever(store_of: callable, interval_ms: int) -> None:
+    """Run ``settle_expired_leases`` every ``interval_ms`` until cancelled."""
+    while True:
+        await asyncio.sleep(interval_ms / 1000)
+        try:
+            charged = await settle_expired_leases(store_of())
+        except StoreUnavailable as exc:
+            log.warning("lease sweep skipped", extra={"reason": str(exc)})
+            continue
+        if charged:
+            log.warning("charged expired reservations at their estimate",
+                        extra={"count": charged})
+
+
+async def _charge_estimate(store: BudgetStore, request_id: str, held: dict[str, str]) -> bool:
+    record = _record(held.get("record", ""))
+    estimate = int(held.get("estimate", "0"))
+    settlement = Settlement(
+        request_id=request_id,
+        cost_micro_usd=-1,
+        input_tokens=0,
+        output_tokens=0,
+        estimated=True,
+        outcome=LEASE_EXPIRED,
+        detail={"estimate_micro_usd": estimate},
+    )
+    attribution = Attribution(
+        str(record.get("identity") or ""), str(record.get("provider") or ""),
+        str(record.get("model") or "unknown"),
+    )
+    buckets = [line for line in held.get("buckets", "").split("\n") if line]
+    scopes = [b.split(":bucket:", 1)[1] for b in buckets if ":bucket:" in b]
+
+    return await store.settle(settlement, scopes, attribution)
+
+
+def _record(text: str) -> dict[str, object]:
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}

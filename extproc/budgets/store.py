@@ -1,0 +1,221 @@
+"""The budget store: reservation and settlement in Redis, one call each.
+
+``reserve`` holds an estimate against every bucket that applies, or raises
+``BudgetExceeded`` naming the bucket that refused and holds nothing.
+``settle`` replaces a reservation with the metered cost exactly once: a
+repeated settlement of the same request id changes nothing. A reservation
+that is never settled is charged at its estimate by ``settle_expired_leases``
+once its lease has run out.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from extproc.budgets.scripts import RESERVE, SETTLE
+from extproc.errors import BudgetExceeded, StoreUnavailable
+from extproc.money import format_usd
+
+log = logging.getLogger(__name__)
+
+SETTLED_MARKER_TTL_S = 7 * 86_400
+SPEND_RETENTION_S = 400 * 86_400
+LEDGER_MAX_ENTRIES = 1_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class BucketSpec:
+    """One budget that applies to a call.
+
+    ``scope`` names the owner (``user:alice``); the bucket holds at most
+    ``capacity_micro_usd`` and regains ``refill_micro_usd`` every
+    ``refill_period_ms``, pro rata.
+    """
+
+    scope: str
+    capacity_micro_usd: int
+    refill_micro_usd: int
+    refill_period_ms: int
+    period_id: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Attribution:
+    """Who and what a call's spend is booked to."""
+
+    identity: str
+    provider: str
+    model: str
+
+    def spend_prefix(self) -> str:
+        return json.dumps([self.identity, self.provider, self.model]) + "|"
+
+
+@dataclass(frozen=True, slots=True)
+class Settlement:
+    """The outcome of one call, ready to be booked."""
+
+    request_id: str
+    cost_micro_usd: int
+    input_tokens: int
+    output_tokens: int
+    estimated: bool
+    outcome: str
+    detail: dict[str, Any]
+
+
+class Keys:
+    """Key names of one tenant; every key carries the tenant's hash tag."""
+
+    def __init__(self, tenant: str) -> None:
+        self.prefix = f"tg:{{{tenant}}}:"
+
+    def bucket(self, scope: str) -> str:
+        return f"{self.prefix}bucket:{scope}"
+
+    def reservation(self, request_id: str) -> str:
+        return f"{self.prefix}resv:{request_id}"
+
+    def settled(self, request_id: str) -> str:
+        return f"{self.prefix}settled:{request_id}"
+
+    @property
+    def leases(self) -> str:
+        return f"{self.prefix}leases"
+
+    @property
+    def ledger(self) -> str:
+        return f"{self.prefix}ledger"
+
+    def spend(self, day: str) -> str:
+        return f"{self.prefix}spend:{day}"
+
+
+class BudgetStore:
+    """Reservations and settlements of one tenant against one Redis."""
+
+    def __init__(self, client: aioredis.Redis, tenant: str, *, lease_ms: int) -> None:
+        self._redis = client
+        self.keys = Keys(tenant)
+        self._lease_ms = lease_ms
+        self._reserve = client.register_script(RESERVE)
+        self._settle = client.register_script(SETTLE)
+
+    async def reserve(
+        self, request_id: str, estimate_micro_usd: int, buckets: list[BucketSpec],
+        *, record: dict[str, Any], now_ms: int,
+    ) -> None:
+        """Hold ``estimate_micro_usd`` on every bucket, or on none.
+
+        Raises ``BudgetExceeded`` when a bucket cannot hold it, and
+        ``StoreUnavailable`` when Redis does not answer.
+        """
+        keys = [self.keys.reservation(request_id), self.keys.leases]
+        keys += [self.keys.bucket(b.scope) for b in buckets]
+        args: list[Any] = [
+            now_ms, estimate_micro_usd, now_ms + self._lease_ms, request_id,
+            json.dumps({**record, "buckets": [b.scope for b in buckets]}),
+        ]
+        for bucket in buckets:
+            args += [
+                bucket.capacity_micro_usd, bucket.refill_micro_usd,
+                bucket.refill_period_ms, bucket.period_id,
+            ]
+
+        reply = await self._call(self._reserve, keys, args)
+
+        if reply[0] == -1:
+            raise StoreUnavailable(f"reservation {request_id} exists already")
+        if reply[0] == 0:
+            refused = buckets[int(reply[1]) - 1]
+            raise _refusal(refused, int(reply[2]), estimate_micro_usd)
+
+    async def settle(
+        self, settlement: Settlement, buckets: list[str], attribution: Attribution,
+        *, now: datetime | None = None,
+    ) -> bool:
+        """Book ``settlement``; True if it was booked now, False if the
+        request was settled before or holds no reservation.
+
+        ``buckets`` are the scopes the reservation holds, in reservation
+        order. A cost of -1 charges the reserved estimate.
+        """
+        day = (now or datetime.now(UTC)).strftime("%Y-%m-%d")
+        rid = settlement.request_id
+        keys = [
+            self.keys.reservation(rid), self.keys.leases, self.keys.settled(rid),
+            self.keys.ledger, self.keys.spend(day),
+        ] + [self.keys.bucket(scope) for scope in buckets]
+        detail = {
+            **settlement.detail,
+            "identity": attribution.identity,
+            "provider": attribution.provider,
+            "model": attribution.model,
+        }
+        args = [
+            rid, settlement.cost_micro_usd, SETTLED_MARKER_TTL_S, SPEND_RETENTION_S,
+            attribution.spend_prefix(), settlement.input_tokens,
+            settlement.output_tokens, "1" if settlement.estimated else "0",
+            LEDGER_MAX_ENTRIES, json.dumps(detail, sort_keys=True), settlement.outcome,
+        ]
+
+        reply = await self._call(self._settle, keys, args)
+
+        if reply[0] != 1:
+            log.info("settlement skipped", extra={"request_id": rid, "reason": reply[1]})
+        return reply[0] == 1
+
+    async def expired_leases(self, now_ms: int, limit: int = 100) -> list[str]:
+        """Request ids whose lease ran out before they were settled."""
+        try:
+            members = await self._redis.zrangebyscore(
+                self.keys.leases, "-inf", now_ms, start=0, num=limit
+            )
+        except RedisError as exc:
+            raise StoreUnavailable("redis did not answer the lease scan") from exc
+        return [m.decode() if isinstance(m, bytes) else m for m in members]
+
+    async def reservation(self, request_id: str) -> dict[str, str] | None:
+        """The held reservation of ``request_id``, or None."""
+        try:
+            raw = await self._redis.hgetall(self.keys.reservation(request_id))
+        except RedisError as exc:
+            raise StoreUnavailable("redis did not answer") from exc
+        if not raw:
+            return None
+        return {_text(k): _text(v) for k, v in raw.items()}
+
+    async def _call(self, script: Any, keys: list[str], args: list[Any]) -> list[Any]:
+        try:
+            return await script(keys=keys, args=args)
+        except RedisError as exc:
+            raise StoreUnavailable(f"redis did not answer: {type(exc).__name__}") from exc
+
+
+def _refusal(bucket: BucketSpec, level: int, estimate: int) -> BudgetExceeded:
+    retry_after_s = _seconds_until(bucket, estimate - level)
+    message = (
+        f"budget of {bucket.scope} cannot cover this request: estimated "
+        f"{format_usd(estimate)} USD, available {format_usd(max(level, 0))} USD"
+    )
+    return BudgetExceeded(message, scope=bucket.scope, retry_after_s=retry_after_s)
+
+
+def _seconds_until(bucket: BucketSpec, missing_micro_usd: int) -> int:
+    if bucket.refill_micro_usd <= 0 or missing_micro_usd > bucket.capacity_micro_usd:
+        # Refill can never cover it: point at a full refill period.
+        return max(1, math.ceil(bucket.refill_period_ms / 1000))
+    wait_ms = missing_micro_usd * bucket.refill_period_ms / bucket.refill_micro_usd
+    return max(1, math.ceil(wait_ms / 1000))
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value

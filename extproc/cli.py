@@ -1,0 +1,104 @@
+"""The ``tollgate`` command: serve, up, spend, usage."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from datetime import UTC, datetime, timedelta
+
+from extproc.errors import TollgateError
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "handler", None):
+        parser.print_help()
+        return 2
+    try:
+        return args.handler(args) or 0
+    except TollgateError as exc:
+        print(f"tollgate: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tollgate", description=__doc__)
+    commands = parser.add_subparsers(title="commands")
+
+    serve = commands.add_parser("serve", help="run the ext_proc gRPC server")
+    serve.set_defaults(handler=_serve)
+
+    up = commands.add_parser("up", help="run Redis, the ext_proc server and Envoy locally")
+    up.add_argument("--demo", action="store_true",
+                    help="route providers to a local stand-in that replays recorded answers")
+    up.add_argument("--port", type=int, default=10000, help="Envoy listener port")
+    up.set_defaults(handler=_up)
+
+    spend = commands.add_parser("spend", help="print booked spend")
+    spend.add_argument("--days", type=int, default=7, help="days back from today (UTC)")
+    spend.add_argument("--format", choices=("table", "csv", "json"), default="table")
+    spend.set_defaults(handler=_spend)
+
+    usage = commands.add_parser("usage", help="meter and price a saved response body")
+    usage.add_argument("file", help="response body file, or - for standard input")
+    usage.add_argument("--provider", required=True, help="provider family, e.g. openai")
+    usage.add_argument("--path", required=True, help="request path, e.g. /v1/chat/completions")
+    usage.add_argument("--model", help="model, when the body does not name it")
+    usage.add_argument("--content-type", default=None, help="response content type")
+    usage.add_argument("--content-encoding", default="identity")
+    usage.set_defaults(handler=_usage)
+    return parser
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from extproc import logs
+    from extproc.server.app import run
+    from extproc.settings import Settings
+
+    settings = Settings()
+    logs.configure(settings.log_level, settings.log_format)
+    run(settings)
+    return 0
+
+
+def _up(args: argparse.Namespace) -> int:
+    from extproc.local.up import run_up
+
+    return run_up(demo=args.demo, listen_port=args.port)
+
+
+def _spend(args: argparse.Namespace) -> int:
+    import redis
+
+    from extproc.policy import load_policy
+    from extproc.settings import Settings
+    from extproc.spend import read_spend, render
+
+    settings = Settings()
+    tenant = load_policy(settings.policy_file).tenant
+    client = redis.Redis.from_url(settings.effective_redis_url)
+    last = datetime.now(UTC).date()
+    first = last - timedelta(days=max(args.days, 1) - 1)
+    try:
+        rows = read_spend(client, tenant, first, last)
+    except redis.RedisError as exc:
+        print(f"tollgate: cannot read spend from {settings.effective_redis_url}: {exc}",
+              file=sys.stderr)
+        return 1
+    print(render(rows, args.format))
+    return 0
+
+
+def _usage(args: argparse.Namespace) -> int:
+    from extproc.usage_cli import report
+
+    print(report(args))
+    return 0
+
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,113 @@
+"""Upstream credentials: read from their source, never logged, never echoed.
+
+The gateway is the only holder of provider credentials. Every header by which
+a client could pass a credential is removed from the request, and the
+provider's own credential is injected in its place.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from dataclasses import dataclass
+
+from extproc.errors import CredentialError
+from extproc.policy.model import CredentialSource
+
+# Headers that carry a credential in some provider's API. All are removed from
+# every request before it goes upstream, whatever the provider.
+CLIENT_CREDENTIAL_HEADERS = (
+    "authorization",
+    "proxy-authorization",
+    "x-api-key",
+    "api-key",
+    "x-goog-api-key",
+    "x-amz-security-token",
+    "x-amz-date",
+    "x-amz-content-sha256",
+)
+
+_FILE_RECHECK_S = 1.0
+
+
+class Secret:
+    """A credential value that does not print itself."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('***')"
+
+    __str__ = __repr__
+
+
+@dataclass
+class _FileState:
+    stamp: tuple[int, int, int] | None = None
+    secret: Secret | None = None
+    checked_at: float = 0.0
+
+
+class CredentialReader:
+    """Reads credentials from environment variables or files.
+
+    A file is re-read when its inode, size or modification time changes
+    (checked at most once a second), so a rotated key takes effect without a
+    restart. Shared by all policies of a process; thread-safe.
+    """
+
+    def __init__(self) -> None:
+        self._files: dict[str, _FileState] = {}
+        self._lock = threading.Lock()
+
+    def read(self, source: CredentialSource) -> Secret:
+        """The current secret of ``source``. Raises ``CredentialError``."""
+        if source.env is not None:
+            return _from_env(source.env)
+        return self._from_file(source.file or "")
+
+    def _from_file(self, path: str) -> Secret:
+        with self._lock:
+            state = self._files.setdefault(path, _FileState())
+            now = time.monotonic()
+            if state.secret is not None and now - state.checked_at < _FILE_RECHECK_S:
+                return state.secret
+            state.checked_at = now
+            stamp = _stamp(path)
+            if state.secret is None or stamp != state.stamp:
+                state.secret = _read_file(path)
+                state.stamp = stamp
+            return state.secret
+
+
+def _from_env(name: str) -> Secret:
+    value = os.environ.get(name, "").strip()
+    if not value:
+        raise CredentialError(f"environment variable {name} is not set or empty")
+    return Secret(value)
+
+
+def _stamp(path: str) -> tuple[int, int, int]:
+    try:
+        info = os.stat(path)
+    except OSError as exc:
+        raise CredentialError(f"credential file {path} cannot be read") from exc
+    return (info.st_ino, info.st_size, info.st_mtime_ns)
+
+
+def _read_file(path: str) -> Secret:
+    try:
+        with open(path, encoding="utf-8") as handle:
+            value = handle.read().strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CredentialError(f"credential file {path} cannot be read") from exc
+    if not value:
+        raise CredentialError(f"credential file {path} is empty")
+    return Secret(value)

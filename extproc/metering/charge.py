@@ -1,0 +1,93 @@
+"""Deciding what one call is charged: metered usage, an estimate, or nothing.
+
+A usage the response did not report is unknown, never zero: a successful
+call without usage is charged a length-based estimate and marked so. An
+upstream error that reports no usage is not charged, since providers do not
+bill refused calls.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from extproc.metering.usage import Usage
+from extproc.providers.base import Reading
+
+# Roughly four bytes of English text or JSON per token for current BPE
+# tokenizers; used only where the provider reported nothing.
+BYTES_PER_TOKEN = 4
+
+METERED = "metered"
+FREE = "free"
+UPSTREAM_ERROR = "upstream_error"
+ESTIMATED_NO_USAGE = "estimated_no_usage"
+ESTIMATED_CUT = "estimated_cut"
+ESTIMATED_NO_RESPONSE = "estimated_no_response"
+
+
+@dataclass(frozen=True, slots=True)
+class Charge:
+    """The usage to price (None: charge nothing) and how it was obtained."""
+
+    usage: Usage | None
+    estimated: bool
+    outcome: str
+
+
+@dataclass(frozen=True, slots=True)
+class CallFacts:
+    """What the gateway saw of one call, from request to end of response."""
+
+    billable: bool
+    request_bytes: int
+    output_cap_tokens: int
+    status: int | None = None  # None: no response headers arrived
+    reading: Reading | None = None
+    response_bytes: int = 0
+    response_complete: bool = False
+
+
+def decide_charge(facts: CallFacts) -> Charge:
+    """The charge for a call, by the rules in this module's docstring."""
+    if not facts.billable:
+        return Charge(None, False, FREE)
+    if facts.status is None:
+        usage = Usage(_length_tokens(facts.request_bytes), facts.output_cap_tokens)
+        return Charge(usage, True, ESTIMATED_NO_RESPONSE)
+
+    reading = facts.reading or Reading(usage=None, problem="no reader", complete=False)
+    complete = facts.response_complete and reading.complete
+    if reading.usage is not None and complete:
+        return Charge(reading.usage, False, METERED)
+    if reading.usage is None and _upstream_refused(facts, reading):
+        return Charge(None, False, UPSTREAM_ERROR)
+
+    estimate = _estimate(facts, reading)
+    outcome = ESTIMATED_CUT if not complete else ESTIMATED_NO_USAGE
+    return Charge(estimate, True, outcome)
+
+
+def _upstream_refused(facts: CallFacts, reading: Reading) -> bool:
+    if facts.status is not None and facts.status >= 400:
+        return True
+    return bool(reading.problem) and reading.problem.startswith("error") and not reading.text_chars
+
+
+def _estimate(facts: CallFacts, reading: Reading) -> Usage:
+    seen = reading.usage or Usage()
+    generated = reading.text_chars or facts.response_bytes
+    output = min(facts.output_cap_tokens, _length_tokens(generated))
+
+    return Usage(
+        input_tokens=seen.input_tokens or _length_tokens(facts.request_bytes),
+        output_tokens=max(seen.output_tokens, output),
+        cache_read_tokens=seen.cache_read_tokens,
+        cache_write_tokens=seen.cache_write_tokens,
+        cache_write_1h_tokens=seen.cache_write_1h_tokens,
+        reasoning_tokens=seen.reasoning_tokens,
+    )
+
+
+def _length_tokens(length: int) -> int:
+    return math.ceil(length / BYTES_PER_TOKEN)

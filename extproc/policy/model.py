@@ -1,0 +1,191 @@
+"""The policy file's schema: providers, identity, budgets and prices.
+
+Every model forbids unknown keys, so a misspelled key is an error rather than
+a silently ignored setting. Money is written in the file as decimal USD
+(``"12.50"`` or ``12.5``) and held as integer micro-USD from then on.
+"""
+
+from __future__ import annotations
+
+import re
+from decimal import Decimal
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from extproc.money import usd_to_micro
+from extproc.providers import FAMILIES
+
+_HEADER_NAME = re.compile(r"^[a-z0-9!#$%&'*+.^_`|~-]+$")
+_TENANT = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+_DURATION = re.compile(r"^(\d+)(ms|s|m|h|d)$")
+_DURATION_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
+
+
+def duration_ms(text: str) -> int:
+    """``"90s"``, ``"1h"``, ``"1d"`` to milliseconds."""
+    match = _DURATION.match(text.strip())
+    if not match or int(match.group(1)) == 0:
+        raise ValueError(f"{text!r} is not a duration like 500ms, 30s, 5m, 1h or 1d")
+
+    return int(match.group(1)) * _DURATION_MS[match.group(2)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+Usd = Annotated[Decimal, Field(ge=0, allow_inf_nan=False)]
+
+
+class CredentialSource(_Strict):
+    """Where an upstream credential is read from: exactly one of the two."""
+
+    env: str | None = None
+    file: str | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> CredentialSource:
+        if (self.env is None) == (self.file is None):
+            raise ValueError("give exactly one of 'env' or 'file'")
+        return self
+
+
+class Provider(_Strict):
+    """One upstream provider the gateway fronts.
+
+    ``route_prefix`` is the path prefix Envoy routes on (stripped before the
+    request goes upstream); ``hosts`` are the :authority values that select
+    this provider when no prefix matches (egress deployments).
+    """
+
+    family: str
+    route_prefix: str | None = None
+    hosts: tuple[str, ...] = ()
+    credential: CredentialSource | None = None
+    pricing_provider: str | None = None
+    passthrough_paths: tuple[str, ...] = ()
+
+    @field_validator("family")
+    @classmethod
+    def _known_family(cls, value: str) -> str:
+        if value not in FAMILIES:
+            known = ", ".join(sorted(FAMILIES))
+            raise ValueError(f"unknown provider family {value!r}; known: {known}")
+        return value
+
+    @field_validator("route_prefix")
+    @classmethod
+    def _prefix_shape(cls, value: str | None) -> str | None:
+        if value is not None and (not value.startswith("/") or value.endswith("/")):
+            raise ValueError("route_prefix starts with '/' and has no trailing '/'")
+        return value
+
+
+class Identity(_Strict):
+    """Where the caller's identity comes from."""
+
+    header: str = "x-tollgate-identity"
+
+    @field_validator("header")
+    @classmethod
+    def _header_name(cls, value: str) -> str:
+        value = value.lower()
+        if not _HEADER_NAME.match(value):
+            raise ValueError(f"{value!r} is not a valid HTTP header name")
+        return value
+
+
+class Budget(_Strict):
+    """A token bucket in USD: ``capacity_usd``, refilled by ``refill_usd``
+    every ``refill_every`` (continuously, pro rata)."""
+
+    capacity_usd: Usd
+    refill_usd: Usd = Decimal(0)
+    refill_every: str = "1d"
+
+    @field_validator("refill_every")
+    @classmethod
+    def _duration(cls, value: str) -> str:
+        duration_ms(value)
+        return value
+
+    @property
+    def capacity_micro_usd(self) -> int:
+        return usd_to_micro(self.capacity_usd)
+
+    @property
+    def refill_micro_usd(self) -> int:
+        return usd_to_micro(self.refill_usd)
+
+    @property
+    def refill_period_ms(self) -> int:
+        return duration_ms(self.refill_every)
+
+
+class Budgets(_Strict):
+    """The default budget of every identity, and named exceptions."""
+
+    default: Budget | None = None
+    identities: dict[str, Budget] = {}
+
+
+class ModelPrice(_Strict):
+    """Operator rates for one model, USD per million tokens.
+
+    Cache rates default to the input rate where not given (the safe side:
+    never cheaper than the provider's published cache discount would be).
+    """
+
+    model: str
+    provider: str | None = None
+    input_usd_per_mtok: Usd
+    output_usd_per_mtok: Usd
+    cache_read_usd_per_mtok: Usd | None = None
+    cache_write_usd_per_mtok: Usd | None = None
+    cache_write_1h_usd_per_mtok: Usd | None = None
+    max_output_tokens: int | None = Field(default=None, gt=0)
+
+
+class FallbackPrice(_Strict):
+    """Rates for a model no price source knows; such calls are flagged."""
+
+    input_usd_per_mtok: Usd = Decimal(15)
+    output_usd_per_mtok: Usd = Decimal(75)
+
+
+class Pricing(_Strict):
+    default_max_output_tokens: int = Field(default=4096, gt=0)
+    fallback: FallbackPrice = FallbackPrice()
+    models: tuple[ModelPrice, ...] = ()
+
+
+class Policy(_Strict):
+    """The whole policy file."""
+
+    version: Literal[1] = 1
+    tenant: str = "default"
+    identity: Identity = Identity()
+    providers: dict[str, Provider]
+    budgets: Budgets = Budgets()
+    pricing: Pricing = Pricing()
+
+    @field_validator("tenant")
+    @classmethod
+    def _tenant_shape(cls, value: str) -> str:
+        if not _TENANT.match(value):
+            raise ValueError("tenant is 1-64 of letters, digits, '_', '.', '-'")
+        return value
+
+    @model_validator(mode="after")
+    def _prefixes_unique(self) -> Policy:
+        seen: dict[str, str] = {}
+        for name, provider in self.providers.items():
+            prefix = provider.route_prefix
+            if prefix is not None and prefix in seen:
+                raise ValueError(
+                    f"providers {seen[prefix]!r} and {name!r} share route_prefix {prefix!r}"
+                )
+            if prefix is not None:
+                seen[prefix] = name
+        return self

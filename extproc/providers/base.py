@@ -1,0 +1,114 @@
+"""What the gateway needs to know about one provider family.
+
+A provider family (``openai``, ``anthropic``, ...) is one small module that
+subclasses ``ProviderFamily``. The ext_proc flow only talks to this interface:
+
+1. ``endpoint_for`` classifies the request path (after the route prefix).
+2. ``read_request`` reads the buffered request body once: model, streaming,
+   output cap, an input-size estimate and an optional body rewrite.
+3. ``credential_headers`` gives the headers that carry the upstream credential.
+4. ``open_reader`` returns a fresh ``UsageReader`` for the response body.
+5. ``error_body`` renders a gateway refusal in the provider's own error shape,
+   so that SDKs surface it the way they surface the provider's errors.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass
+
+from extproc.metering.usage import Usage
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """One API operation of a provider family.
+
+    ``operation`` follows the GenAI semantic conventions where one exists
+    (``chat``, ``text_completion``, ``embeddings``, ``generate_content``);
+    ``billable`` is False for free operations such as token counting.
+    """
+
+    family: str
+    operation: str
+    billable: bool = True
+    streaming: bool | None = None  # fixed by the path (Gemini, Bedrock), else None
+
+
+@dataclass(frozen=True, slots=True)
+class RequestFacts:
+    """What the request body says about the coming call.
+
+    ``input_estimate_tokens`` is an upper-leaning estimate of the input;
+    ``max_output_tokens`` is the client's cap if it set one; ``body`` is the
+    body to send upstream when the gateway changes it (else None).
+    """
+
+    model: str | None
+    streaming: bool
+    input_estimate_tokens: int
+    max_output_tokens: int | None = None
+    body: bytes | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Reading:
+    """What a response body said about usage.
+
+    ``usage`` is None when the body carried no usage at all (unknown, never
+    zero). ``model`` is the model the provider reports, if any. ``problem``
+    says what went wrong while reading (truncated stream, garbage, an error
+    event), None when the body was read cleanly.
+    """
+
+    usage: Usage | None
+    model: str | None = None
+    problem: str | None = None
+    finish_reasons: tuple[str, ...] = ()
+    complete: bool = True  # False when the body ended before its last event
+    text_chars: int = 0  # generated text seen, for a length estimate
+
+
+class UsageReader(abc.ABC):
+    """Reads usage from one response body, fed in arbitrary chunks.
+
+    ``feed`` takes decoded (decompressed) body bytes with any boundaries and
+    never raises; ``finish`` is called once at end of body (or when the stream
+    was cut) and returns what was seen.
+    """
+
+    @abc.abstractmethod
+    def feed(self, data: bytes) -> None: ...
+
+    @abc.abstractmethod
+    def finish(self) -> Reading: ...
+
+
+class ProviderFamily(abc.ABC):
+    """One provider wire format: classification, credentials, usage."""
+
+    name: str
+    signs_body: bool = False  # True where the credential depends on the body
+
+    @abc.abstractmethod
+    def endpoint_for(self, method: str, path: str) -> Endpoint | None:
+        """Classify ``path`` (query included, route prefix removed)."""
+
+    @abc.abstractmethod
+    def read_request(self, endpoint: Endpoint, path: str, body: bytes) -> RequestFacts:
+        """Read the request body. Raises ``BadRequest`` for a body the
+        endpoint cannot take (for example JSON that does not parse)."""
+
+    @abc.abstractmethod
+    def credential_headers(self, secret: str) -> dict[str, str]:
+        """Headers that carry ``secret`` upstream."""
+
+    @abc.abstractmethod
+    def open_reader(
+        self, endpoint: Endpoint, *, streaming: bool, content_type: str
+    ) -> UsageReader:
+        """A fresh reader for one response body."""
+
+    @abc.abstractmethod
+    def error_body(self, status: int, code: str, message: str) -> bytes:
+        """A refusal rendered in this provider's JSON error shape."""

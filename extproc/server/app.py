@@ -1,0 +1,114 @@
+"""Running the ext_proc gRPC server: policy, store, service, health, stop."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Callable
+
+import grpc
+import redis.asyncio as aioredis
+from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1._async import HealthServicer
+
+from extproc.budgets.leases import sweep_forever
+from extproc.budgets.store import BudgetStore
+from extproc.credentials import CredentialReader
+from extproc.policy import Policy, PolicyWatcher
+from extproc.server.runtime import Runtime
+from extproc.server.stream import ExternalProcessor
+from extproc.settings import Settings
+
+log = logging.getLogger(__name__)
+
+MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+SERVICE_NAME = "envoy.service.ext_proc.v3.ExternalProcessor"
+
+# Envoy opens long-lived HTTP/2 connections; accept its keepalive pings
+# (at most one every 10 s) instead of closing with too_many_pings.
+_GRPC_OPTIONS = [
+    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.so_reuseport", 1),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+    ("grpc.http2.max_ping_strikes", 0),
+]
+
+
+def redis_client(settings: Settings) -> aioredis.Redis:
+    timeout_s = settings.redis_timeout_ms / 1000
+    return aioredis.from_url(
+        settings.effective_redis_url,
+        socket_timeout=timeout_s,
+        socket_connect_timeout=timeout_s,
+        health_check_interval=30,
+    )
+
+
+async def serve(settings: Settings, *, ready: Callable[[], None] | None = None) -> None:
+    """Serve until SIGINT or SIGTERM, then stop gracefully and settle."""
+    client = redis_client(settings)
+    credentials = CredentialReader()
+
+    def compile_policy(policy: Policy) -> Runtime:
+        store = BudgetStore(client, policy.tenant, lease_ms=settings.lease_ms)
+        return Runtime(policy, credentials, store)
+
+    watcher = PolicyWatcher(settings.policy_file, compile_policy)
+    processor = ExternalProcessor(lambda: watcher.current)
+    server, health = await _start_server(settings, processor)
+    tasks = [
+        asyncio.create_task(watcher.watch(settings.policy_poll_ms)),
+        asyncio.create_task(sweep_forever(lambda: watcher.current.store, settings.lease_sweep_ms)),
+    ]
+    log.info("tollgate ext_proc serving", extra={"listen": settings.grpc_listen})
+    if ready is not None:
+        ready()
+
+    await _wait_for_signal()
+
+    await _stop(server, health, processor, tasks, settings.grace_period_s)
+    await client.aclose()
+
+
+async def _start_server(
+    settings: Settings, processor: ExternalProcessor
+) -> tuple[grpc.aio.Server, HealthServicer]:
+    server = grpc.aio.server(options=_GRPC_OPTIONS)
+    pb_grpc.add_ExternalProcessorServicer_to_server(processor, server)
+    health = HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health, server)
+    server.add_insecure_port(settings.grpc_listen)
+    await server.start()
+    for service in ("", SERVICE_NAME):
+        await health.set(service, health_pb2.HealthCheckResponse.SERVING)
+    return server, health
+
+
+async def _wait_for_signal() -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+
+
+async def _stop(
+    server: grpc.aio.Server, health: HealthServicer, processor: ExternalProcessor,
+    tasks: list[asyncio.Task[None]], grace_s: float,
+) -> None:
+    log.info("tollgate stopping", extra={"grace_period_s": grace_s})
+    await health.enter_graceful_shutdown()
+    await server.stop(grace_s)
+    await processor.drain(grace_s)
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def run(settings: Settings) -> None:
+    """Serve in a fresh event loop until stopped by a signal."""
+    asyncio.run(serve(settings))

@@ -1,0 +1,379 @@
+"""One AI call as it passes the gateway: admit, forward, meter, settle.
+
+A ``Call`` lives for one ext_proc stream. Its request-side methods may raise
+``Refusal`` (the stream handler answers the client); its response-side
+methods never raise, because after the response headers have gone to the
+client an error can only reset the stream. ``close`` settles the call
+exactly once, whatever happened before.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from typing import Any
+
+from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
+
+from extproc.budgets.store import Attribution, Settlement
+from extproc.credentials import CLIENT_CREDENTIAL_HEADERS
+from extproc.errors import (
+    BadRequest,
+    CredentialError,
+    EndpointNotAllowed,
+    IdentityMissing,
+    MeteringError,
+    RouteUnknown,
+    ServiceUnavailable,
+    StoreUnavailable,
+)
+from extproc.metering.charge import CallFacts, Charge, decide_charge
+from extproc.metering.decoding import Decoder
+from extproc.metering.usage import Usage
+from extproc.pricing import Price
+from extproc.providers.base import Endpoint, Reading, RequestFacts, UsageReader
+from extproc.server import messages
+from extproc.server.runtime import Route, Runtime
+
+log = logging.getLogger(__name__)
+
+MAX_IDENTITY_LENGTH = 256
+REQUEST_ID_HEADER = "x-tollgate-request-id"
+_STREAM_TYPES = ("text/event-stream", "application/vnd.amazon.eventstream")
+_BODYLESS_METHODS = ("GET", "HEAD", "DELETE", "OPTIONS")
+
+
+class Call:
+    """The state of one call, fed by the ext_proc messages of its stream."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.request_id = uuid.uuid4().hex
+        self.runtime = runtime
+        self._store = runtime.store
+        self.started = time.monotonic()
+
+        self.route: Route | None = None
+        self.endpoint: Endpoint | None = None
+        self.identity: str | None = None
+        self.upstream_path = ""
+        self.method = ""
+        self.facts: RequestFacts | None = None
+        self.model = "unknown"
+        self.estimate_micro_usd = 0
+        self.reserved_scopes: list[str] | None = None
+        self.output_cap_tokens = 0
+        self.request_bytes = 0
+
+        self.status: int | None = None
+        self._decoder: Decoder | None = None
+        self._reader: UsageReader | None = None
+        self._reading: Reading | None = None
+        self._metering_problem: str | None = None
+        self.response_bytes = 0
+        self.response_complete = False
+
+        self.finished = False
+        self.charge: Charge | None = None
+        self.cost_micro_usd: int | None = None
+        self.price_source: str | None = None
+        self._settled = False
+
+    # Request side: may raise Refusal.
+
+    def on_request_headers(self, message: pb.HttpHeaders) -> pb.ProcessingResponse:
+        """Route, identify, swap credentials. Bodyless calls are not metered."""
+        headers = messages.header_map(message)
+        self.method = headers.get(":method", "")
+        self.route, self.upstream_path = self._route(headers)
+        self.identity = self._identity(headers)
+        self.endpoint = self.route.family.endpoint_for(self.method, self.upstream_path)
+        if self.endpoint is None:
+            self._check_passthrough()
+
+        mutation = self._credential_mutation()
+
+        unmetered = self.endpoint is None or message.end_of_stream
+        return messages.request_headers_reply(mutation, skip_response_body=unmetered)
+
+    async def on_request_body(self, message: pb.HttpBody) -> pb.ProcessingResponse:
+        """Read the body, reserve the estimate; rewrite the body if needed."""
+        if self.endpoint is None or self.route is None:
+            return messages.request_body_reply()
+        body = bytes(message.body)
+        self.request_bytes = len(body)
+        self.facts = self.route.family.read_request(self.endpoint, self.upstream_path, body)
+        self.model = self.facts.model or "unknown"
+
+        await self._reserve()
+
+        if self.facts.body is None:
+            return messages.request_body_reply()
+        length = {"content-length": str(len(self.facts.body))}
+        return messages.request_body_reply(self.facts.body, set_headers=length)
+
+    # Response side: never raises.
+
+    def on_response_headers(self, message: pb.HttpHeaders) -> pb.ProcessingResponse:
+        """Note the status and open the usage reader for the body."""
+        headers = messages.header_map(message)
+        self.status = _status(headers.get(":status", ""))
+        set_headers = {REQUEST_ID_HEADER: self.request_id}
+        if self.reserved_scopes is None:
+            self.finished = True
+            return messages.response_headers_reply(set_headers, skip_body=True)
+
+        self._open_reader(headers)
+        if message.end_of_stream:
+            self._finish_body()
+        return messages.response_headers_reply(set_headers)
+
+    def on_response_body(self, message: pb.HttpBody) -> pb.ProcessingResponse:
+        """Meter one chunk, passing it on unchanged; price at end of body."""
+        chunk = bytes(message.body)
+        self.response_bytes += len(chunk)
+        self._meter(chunk)
+        if not message.end_of_stream:
+            return messages.response_body_reply()
+
+        self._finish_body()
+        return messages.response_body_reply(self.access_log_fields())
+
+    # Settlement.
+
+    async def close(self) -> None:
+        """Settle exactly once. Safe to call any number of times."""
+        if self._settled or self.reserved_scopes is None:
+            return
+        self._settled = True
+        if self.charge is None:
+            self._price()
+
+        settlement = self._settlement()
+        attribution = Attribution(self.identity or "", self.route.name, self.model)
+        booked = await self._store.settle(settlement, self.reserved_scopes, attribution)
+
+        log.info("call settled" if booked else "call not settled", extra=self._log_fields())
+
+    def reset_settlement(self) -> None:
+        """Allow ``close`` to try again after the store failed."""
+        self._settled = False
+
+    def access_log_fields(self) -> dict[str, Any]:
+        """What Envoy's access log gets as dynamic metadata."""
+        fields: dict[str, Any] = {
+            "request_id": self.request_id,
+            "identity": self.identity or "",
+            "decision": "allowed" if self.reserved_scopes is not None else "unmetered",
+        }
+        if self.cost_micro_usd is not None and self.charge is not None:
+            fields["cost_micro_usd"] = self.cost_micro_usd
+            fields["outcome"] = self.charge.outcome
+        return fields
+
+    # Steps.
+
+    def _route(self, headers: dict[str, str]) -> tuple[Route, str]:
+        path = headers.get(":path", "")
+        found = self.runtime.route(path, headers.get(":authority", ""))
+        if found is None:
+            prefixes = ", ".join(self.runtime.known_prefixes()) or "none"
+            raise RouteUnknown(
+                f"no provider is configured for {path.split('?')[0]!r}; "
+                f"known route prefixes: {prefixes}"
+            )
+        return found
+
+    def _identity(self, headers: dict[str, str]) -> str:
+        header = self.runtime.identity_header
+        value = headers.get(header, "").strip()
+        if not value:
+            raise IdentityMissing(
+                f"this gateway needs the caller's identity in the {header} header"
+            )
+        if len(value) > MAX_IDENTITY_LENGTH or not value.isprintable():
+            raise IdentityMissing(
+                f"the {header} header must be printable text of at most "
+                f"{MAX_IDENTITY_LENGTH} characters"
+            )
+        return value
+
+    def _check_passthrough(self) -> None:
+        assert self.route is not None
+        path = self.upstream_path.split("?")[0]
+        allowed = self.route.config.passthrough_paths
+        if self.method in _BODYLESS_METHODS or any(path.startswith(p) for p in allowed):
+            return
+        raise EndpointNotAllowed(
+            f"{self.method} {path} is not an endpoint this gateway can meter; "
+            "an operator can allow it with passthrough_paths"
+        )
+
+    def _credential_mutation(self) -> pb.HeaderMutation:
+        assert self.route is not None
+        remove = [*CLIENT_CREDENTIAL_HEADERS, self.runtime.identity_header]
+        try:
+            secret = self.runtime.secret(self.route)
+        except CredentialError as exc:
+            log.error(
+                "upstream credential unavailable",
+                extra={"provider": self.route.name, "reason": str(exc)},
+            )
+            raise ServiceUnavailable(
+                f"the gateway has no usable credential for provider {self.route.name}"
+            ) from exc
+        inject = self.route.family.credential_headers(secret.reveal()) if secret else {}
+        return messages.header_mutation(inject, remove=[h for h in remove if h not in inject])
+
+    async def _reserve(self) -> None:
+        assert self.route is not None and self.facts is not None
+        pricer = self.runtime.pricer
+        self.output_cap_tokens = self.facts.max_output_tokens or pricer.max_output_tokens(
+            self.route.name, self.facts.model
+        )
+        if self.endpoint is not None and self.endpoint.billable:
+            estimate = Usage(self.facts.input_estimate_tokens, self.output_cap_tokens)
+            self.estimate_micro_usd = self._price_usage(estimate).cost_micro_usd
+        buckets = self.runtime.buckets_for(self.identity or "")
+
+        try:
+            await self._store.reserve(
+                self.request_id, self.estimate_micro_usd, buckets,
+                record=self._record(), now_ms=int(time.time() * 1000),
+            )
+        except StoreUnavailable as exc:
+            log.warning(
+                "budget store unreachable; refusing",
+                extra={"request_id": self.request_id, "reason": str(exc)},
+            )
+            raise ServiceUnavailable(
+                "the gateway cannot check budgets right now; try again shortly",
+                headers={"retry-after": "1"},
+            ) from exc
+
+        self.reserved_scopes = [b.scope for b in buckets]
+
+    def _open_reader(self, headers: dict[str, str]) -> None:
+        assert self.route is not None and self.endpoint is not None
+        content_type = headers.get("content-type", "")
+        streaming = content_type.split(";")[0].strip().lower() in _STREAM_TYPES
+        try:
+            self._decoder = Decoder(headers.get("content-encoding", "identity"))
+            self._reader = self.route.family.open_reader(
+                self.endpoint, streaming=streaming, content_type=content_type
+            )
+        except (MeteringError, BadRequest, ValueError) as exc:
+            self._metering_problem = f"cannot meter this response: {exc}"
+
+    def _meter(self, chunk: bytes) -> None:
+        if self._reader is None or self._decoder is None:
+            return
+        try:
+            self._reader.feed(self._decoder.feed(chunk))
+        except Exception as exc:  # metering never fails a call policy allowed
+            self._metering_problem = f"metering failed: {type(exc).__name__}: {exc}"
+            self._reader = None
+            log.warning("metering failed", extra={"request_id": self.request_id}, exc_info=True)
+
+    def _finish_body(self) -> None:
+        self.response_complete = True
+        self.finished = True
+        self._price()
+
+    def _price(self) -> None:
+        self._reading = self._read_final()
+        facts = CallFacts(
+            billable=bool(self.endpoint and self.endpoint.billable),
+            request_bytes=self.request_bytes,
+            output_cap_tokens=self.output_cap_tokens,
+            status=self.status,
+            reading=self._reading,
+            response_bytes=self.response_bytes,
+            response_complete=self.response_complete,
+        )
+        self.charge = decide_charge(facts)
+        if self.charge.usage is None:
+            self.cost_micro_usd, self.price_source = 0, None
+            return
+        price = self._price_usage(self.charge.usage)
+        self.cost_micro_usd, self.price_source = price.cost_micro_usd, price.source
+
+    def _read_final(self) -> Reading | None:
+        if self._reader is None:
+            if self.status is None:
+                return None
+            return Reading(usage=None, problem=self._metering_problem, complete=False)
+        try:
+            if self._decoder is not None:
+                self._reader.feed(self._decoder.flush())
+            reading = self._reader.finish()
+        except Exception as exc:  # metering never fails a call policy allowed
+            log.warning("metering failed", extra={"request_id": self.request_id}, exc_info=True)
+            return Reading(usage=None, problem=f"metering failed: {exc}", complete=False)
+        finally:
+            self._reader = None
+        if reading.model and self.model == "unknown":
+            self.model = reading.model
+        return reading
+
+    def _price_usage(self, usage: Usage) -> Price:
+        assert self.route is not None
+        model = None if self.model == "unknown" else self.model
+        return self.runtime.pricer.price(
+            self.route.config.family, self.route.name, model, usage,
+            pricing_provider=self.route.config.pricing_provider,
+        )
+
+    def _settlement(self) -> Settlement:
+        assert self.charge is not None
+        usage = self.charge.usage or Usage()
+        return Settlement(
+            request_id=self.request_id,
+            cost_micro_usd=self.cost_micro_usd or 0,
+            input_tokens=usage.input_tokens,
+            output_tokens=usage.output_tokens,
+            estimated=self.charge.estimated,
+            outcome=self.charge.outcome,
+            detail={
+                "usage": usage.as_dict(),
+                "estimate_micro_usd": self.estimate_micro_usd,
+                "price_source": self.price_source,
+                "status": self.status,
+                "problem": self._reading.problem if self._reading else None,
+                "response_model": self._reading.model if self._reading else None,
+                "endpoint": self.endpoint.operation if self.endpoint else None,
+            },
+        )
+
+    def _record(self) -> dict[str, Any]:
+        return {
+            "identity": self.identity,
+            "provider": self.route.name if self.route else None,
+            "model": self.model,
+            "estimate_micro_usd": self.estimate_micro_usd,
+        }
+
+    def _log_fields(self) -> dict[str, Any]:
+        charge = self.charge
+        usage = charge.usage if charge and charge.usage else Usage()
+        return {
+            "request_id": self.request_id,
+            "identity": self.identity,
+            "provider": self.route.name if self.route else None,
+            "model": self.model,
+            "status": self.status,
+            "outcome": charge.outcome if charge else None,
+            "estimated": charge.estimated if charge else None,
+            "input_tokens": usage.input_tokens,
+            "output_tokens": usage.output_tokens,
+            "cost_micro_usd": self.cost_micro_usd,
+            "estimate_micro_usd": self.estimate_micro_usd,
+            "duration_ms": int((time.monotonic() - self.started) * 1000),
+        }
+
+
+def _status(value: str) -> int | None:
+    try:
+        return int(value)
+    except ValueError:
+        return None

@@ -1,0 +1,89 @@
+"""One policy compiled into what the request path looks up."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from extproc.budgets.store import BucketSpec, BudgetStore
+from extproc.credentials import CredentialReader, Secret
+from extproc.policy.model import Budget, Policy, Provider
+from extproc.pricing import Pricer
+from extproc.providers import ProviderFamily, family
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """A provider as the request path sees it."""
+
+    name: str
+    config: Provider
+    family: ProviderFamily
+    prefix: str | None
+
+
+class Runtime:
+    """Lookups for one policy: routes, budgets, credentials, prices.
+
+    Immutable once built; a reload builds a new one.
+    """
+
+    def __init__(
+        self, policy: Policy, credentials: CredentialReader, store: BudgetStore
+    ) -> None:
+        self.policy = policy
+        self.store = store
+        self.pricer = Pricer(policy.pricing)
+        self._credentials = credentials
+        routes = [
+            Route(name, config, family(config.family), config.route_prefix)
+            for name, config in policy.providers.items()
+        ]
+        self._by_prefix = sorted(
+            (r for r in routes if r.prefix), key=lambda r: len(r.prefix or ""), reverse=True
+        )
+        self._by_host = {host.lower(): r for r in routes for host in r.config.hosts}
+
+    @property
+    def identity_header(self) -> str:
+        return self.policy.identity.header
+
+    @property
+    def tenant(self) -> str:
+        return self.policy.tenant
+
+    def route(self, path: str, authority: str) -> tuple[Route, str] | None:
+        """The provider for a request and the path it will have upstream."""
+        for route in self._by_prefix:
+            prefix = route.prefix or ""
+            if path == prefix or path.startswith(prefix + "/") or path.startswith(prefix + "?"):
+                return route, path[len(prefix):] or "/"
+        host = authority.rsplit(":", 1)[0].lower() if authority else ""
+        route = self._by_host.get(host)
+        return (route, path) if route else None
+
+    def known_prefixes(self) -> list[str]:
+        return [r.prefix for r in self._by_prefix if r.prefix]
+
+    def secret(self, route: Route) -> Secret | None:
+        """The upstream credential of ``route``; None when it has none."""
+        if route.config.credential is None:
+            return None
+        return self._credentials.read(route.config.credential)
+
+    def buckets_for(self, identity: str) -> list[BucketSpec]:
+        """Every budget that applies to ``identity``, widest last."""
+        budgets = self.policy.budgets
+        budget = budgets.identities.get(identity, budgets.default)
+        if budget is None:
+            return []
+        return [_bucket(f"user:{identity}", budget)]
+
+
+def _bucket(scope: str, budget: Budget) -> BucketSpec:
+    return BucketSpec(
+        scope=scope,
+        capacity_micro_usd=budget.capacity_micro_usd,
+        refill_micro_usd=budget.refill_micro_usd,
+        refill_period_ms=budget.refill_period_ms,
+    )
+

@@ -1,0 +1,143 @@
+"""The ext_proc gRPC service: one stream per HTTP request.
+
+This is the one place that turns errors into answers. A ``Refusal`` raised
+while the request is being decided becomes an Envoy ``ImmediateResponse`` in
+the provider's own error shape; any other error is logged and answered with a
+generic message. After response headers have gone out, nothing is refused:
+metering problems are recorded, never raised into the stream.
+
+Envoy cancels the gRPC stream instead of half-closing it, so a stream may end
+with ``CancelledError`` at any await: settlement runs in a detached task from
+``finally``, and the server waits for those tasks when it stops.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import AsyncIterator, Callable
+
+import grpc
+from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
+from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
+
+from extproc.errors import GatewayFailure, Refusal, StoreUnavailable
+from extproc.server import messages
+from extproc.server.call import REQUEST_ID_HEADER, Call
+from extproc.server.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+SETTLE_ATTEMPTS = 5
+SETTLE_BACKOFF_S = 0.2
+
+
+class ExternalProcessor(pb_grpc.ExternalProcessorServicer):
+    """Answers Envoy's ext_proc streams for the policy in force."""
+
+    def __init__(self, runtime: Callable[[], Runtime]) -> None:
+        self._runtime = runtime
+        self._settlements: set[asyncio.Task[None]] = set()
+
+    async def Process(
+        self, request_iterator: AsyncIterator[pb.ProcessingRequest], context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.ProcessingResponse]:
+        call = Call(self._runtime())
+        try:
+            async for message in request_iterator:
+                yield await self._answer(call, message)
+                if call.finished:
+                    break
+        finally:
+            self._settle_later(call)
+
+    async def drain(self, timeout_s: float) -> None:
+        """Wait up to ``timeout_s`` for settlements still under way."""
+        if self._settlements:
+            await asyncio.wait(set(self._settlements), timeout=timeout_s)
+
+    async def _answer(self, call: Call, message: pb.ProcessingRequest) -> pb.ProcessingResponse:
+        kind = message.WhichOneof("request")
+        try:
+            return await self._dispatch(call, kind, message)
+        except Refusal as refusal:
+            call.finished = True
+            return _refusal_reply(call, refusal)
+        except Exception:
+            log.exception("ext_proc message failed", extra={"request_id": call.request_id})
+            if kind in ("request_headers", "request_body"):
+                call.finished = True
+                return _refusal_reply(call, _internal_error())
+            return messages.empty_reply(kind or "request_headers")
+
+    async def _dispatch(
+        self, call: Call, kind: str | None, message: pb.ProcessingRequest
+    ) -> pb.ProcessingResponse:
+        if kind == "request_headers":
+            return call.on_request_headers(message.request_headers)
+        if kind == "request_body":
+            return await call.on_request_body(message.request_body)
+        if kind == "response_headers":
+            return call.on_response_headers(message.response_headers)
+        if kind == "response_body":
+            return call.on_response_body(message.response_body)
+        return messages.empty_reply(kind or "request_headers")
+
+    def _settle_later(self, call: Call) -> None:
+        task = asyncio.get_running_loop().create_task(_settle(call))
+        self._settlements.add(task)
+        task.add_done_callback(self._settlements.discard)
+
+
+async def _settle(call: Call) -> None:
+    for attempt in range(1, SETTLE_ATTEMPTS + 1):
+        try:
+            await call.close()
+            return
+        except StoreUnavailable as exc:
+            call.reset_settlement()
+            log.warning(
+                "settlement failed; retrying",
+                extra={"request_id": call.request_id, "attempt": attempt, "reason": str(exc)},
+            )
+            await asyncio.sleep(SETTLE_BACKOFF_S * attempt)
+        except Exception:
+            log.exception("settlement failed", extra={"request_id": call.request_id})
+            return
+    log.error(
+        "settlement abandoned; the lease will charge the estimate",
+        extra={"request_id": call.request_id, "cost_micro_usd": call.cost_micro_usd},
+    )
+
+
+def _refusal_reply(call: Call, refusal: Refusal) -> pb.ProcessingResponse:
+    family = call.route.family if call.route else None
+    if family is not None:
+        body = family.error_body(refusal.status, refusal.code, refusal.message)
+    else:
+        body = _generic_error_body(refusal)
+    headers = {"content-type": "application/json", **refusal.headers}
+    headers[REQUEST_ID_HEADER] = call.request_id
+    log.info(
+        "call refused",
+        extra={
+            "request_id": call.request_id, "identity": call.identity,
+            "status": refusal.status, "reason": refusal.code,
+            "scope": getattr(refusal, "scope", None),
+        },
+    )
+    metadata = {"request_id": call.request_id, "decision": refusal.code,
+                "identity": call.identity or ""}
+    return messages.immediate_reply(
+        refusal.status, body, headers, details=f"tollgate_{refusal.code}", metadata=metadata
+    )
+
+
+def _generic_error_body(refusal: Refusal) -> bytes:
+    error = {"error": {"type": refusal.code, "message": refusal.message}}
+    return json.dumps(error).encode()
+
+
+def _internal_error() -> Refusal:
+    return GatewayFailure("the gateway failed to process this request")

@@ -1,0 +1,84 @@
+"""Reading booked spend back out of Redis, by identity, provider, model, day."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from dataclasses import asdict, dataclass
+from datetime import date, timedelta
+
+import redis
+
+from extproc.budgets.store import Keys
+from extproc.money import format_usd
+
+_METRICS = (
+    "cost_micro_usd", "estimated_cost_micro_usd", "requests", "input_tokens", "output_tokens",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class SpendRow:
+    day: str
+    identity: str
+    provider: str
+    model: str
+    requests: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost_micro_usd: int = 0
+    estimated_cost_micro_usd: int = 0
+
+
+def read_spend(client: redis.Redis, tenant: str, first: date, last: date) -> list[SpendRow]:
+    """Every (day, identity, provider, model) row from ``first`` to ``last``."""
+    keys = Keys(tenant)
+    rows: list[SpendRow] = []
+    day = first
+    while day <= last:
+        raw = client.hgetall(keys.spend(day.isoformat()))
+        rows += _rows(day.isoformat(), raw)
+        day += timedelta(days=1)
+    return sorted(rows, key=lambda r: (r.day, r.identity, r.provider, r.model))
+
+
+def render(rows: list[SpendRow], fmt: str) -> str:
+    """``rows`` as ``table``, ``csv`` or ``json`` text."""
+    if fmt == "json":
+        return json.dumps([asdict(r) for r in rows], indent=2)
+    if fmt == "csv":
+        out = io.StringIO()
+        writer = csv.DictWriter(out, fieldnames=list(SpendRow.__dataclass_fields__))
+        writer.writeheader()
+        writer.writerows(asdict(r) for r in rows)
+        return out.getvalue()
+    return _table(rows)
+
+
+def _rows(day: str, raw: dict[bytes, bytes]) -> list[SpendRow]:
+    grouped: dict[str, dict[str, int]] = {}
+    for field, value in raw.items():
+        dims, _, metric = field.decode().rpartition("|")
+        if metric in _METRICS:
+            grouped.setdefault(dims, {})[metric] = int(value)
+    rows = []
+    for dims, metrics in grouped.items():
+        identity, provider, model = json.loads(dims)
+        rows.append(SpendRow(day, identity, provider, model, **metrics))
+    return rows
+
+
+def _table(rows: list[SpendRow]) -> str:
+    header = ("day", "identity", "provider", "model", "requests", "in_tokens",
+              "out_tokens", "cost_usd", "estimated_usd")
+    lines = [header] + [
+        (r.day, r.identity, r.provider, r.model, str(r.requests), str(r.input_tokens),
+         str(r.output_tokens), format_usd(r.cost_micro_usd),
+         format_usd(r.estimated_cost_micro_usd))
+        for r in rows
+    ]
+    total = sum(r.cost_micro_usd for r in rows)
+    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
+    text = "\n".join("  ".join(c.ljust(w) for c, w in zip(line, widths)) for line in lines)
+    return f"{text}\ntotal {format_usd(total)} USD over {len(rows)} rows"
