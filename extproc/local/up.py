@@ -1,0 +1,106 @@
+"""``tollgate up``: Redis, the ext_proc server and Envoy on this machine."""
+
+from __future__ import annotations
+
+import contextlib
+import secrets
+import tempfile
+import time
+from pathlib import Path
+
+from extproc.errors import ConfigError
+from extproc.local.demo import demo_responder
+from extproc.local.envoy import EnvoyProcess, render_local_config
+from extproc.local.extproc import ExtprocProcess
+from extproc.local.ports import free_port
+from extproc.local.redis import RedisProcess
+from extproc.local.standin import StandIn
+from extproc.settings import Settings
+
+DEMO_POLICY = Path(__file__).with_name("demo_policy.yaml")
+DEMO_CLUSTERS = ("openai", "anthropic", "gemini")
+
+CURL_EXAMPLE = """\
+  curl -s http://127.0.0.1:{port}/openai/v1/chat/completions \\
+    -H 'content-type: application/json' \\
+    -H 'x-tollgate-identity: alice' \\
+    -H 'authorization: Bearer any-client-key-is-stripped' \\
+    -d '{{"model":"gpt-4o-mini","max_tokens":64,"messages":[{{"role":"user","content":"Hello"}}]}}'
+"""
+
+
+def run_up(*, demo: bool, listen_port: int) -> int:
+    """Run everything until Ctrl-C, then stop it all. Returns an exit code."""
+    settings = Settings()
+    workdir = Path(tempfile.mkdtemp(prefix="tollgate-up-"))
+    policy_file = DEMO_POLICY if demo else _policy_file(settings)
+
+    with contextlib.ExitStack() as stack:
+        redis_url = settings.redis_url or stack.enter_context(
+            RedisProcess(workdir=workdir / "redis")
+        ).url
+        upstreams = None
+        env: dict[str, str] = {}
+        if demo:
+            standin = stack.enter_context(StandIn(demo_responder))
+            upstreams = {name: ("127.0.0.1", standin.port, False) for name in DEMO_CLUSTERS}
+            env = {
+                "TOLLGATE_DEMO_OPENAI_KEY": "demo-openai-" + secrets.token_hex(8),
+                "TOLLGATE_DEMO_ANTHROPIC_KEY": "demo-anthropic-" + secrets.token_hex(8),
+            }
+        extproc = stack.enter_context(ExtprocProcess(
+            workdir / "extproc", env=env,
+            settings={"policy_file": str(policy_file), "redis_url": redis_url,
+                      "log_format": "text"},
+        ))
+        config = render_local_config(
+            listen_port=listen_port, admin_port=free_port(),
+            extproc_address=extproc.address, upstreams=upstreams,
+        )
+        envoy = stack.enter_context(EnvoyProcess(config, workdir / "envoy"))
+
+        _banner(envoy, extproc, redis_url, policy_file, workdir, demo)
+        _wait_for_interrupt()
+
+    print("tollgate: stopped Envoy, the ext_proc server and Redis", flush=True)
+    return 0
+
+
+def _policy_file(settings: Settings) -> Path:
+    path = settings.policy_file
+    if not path.exists():
+        raise ConfigError(
+            f"no policy file at {path}; copy policy.example.yaml to policy.yaml "
+            "(or set TOLLGATE_POLICY_FILE), or run `tollgate up --demo`"
+        )
+    return path.resolve()
+
+
+def _banner(
+    envoy: EnvoyProcess, extproc: ExtprocProcess, redis_url: str, policy: Path,
+    workdir: Path, demo: bool,
+) -> None:
+    mode = "demo: providers are played by a local stand-in" if demo else "live providers"
+    print(
+        f"tollgate is up ({mode})\n"
+        f"  send AI traffic to  http://127.0.0.1:{envoy.listen_port}/openai/v1 "
+        f"and http://127.0.0.1:{envoy.listen_port}/anthropic\n"
+        f"  ext_proc server     {extproc.address}\n"
+        f"  redis               {redis_url}\n"
+        f"  policy              {policy}\n"
+        f"  logs                {workdir}\n"
+        f"try:\n{CURL_EXAMPLE.format(port=envoy.listen_port)}"
+        f"then see the spend:\n"
+        f"  TOLLGATE_REDIS_URL={redis_url} TOLLGATE_POLICY_FILE={policy} tollgate spend\n"
+        "Ctrl-C stops everything.",
+        flush=True,
+    )
+
+
+def _wait_for_interrupt() -> None:
+    with contextlib.suppress(KeyboardInterrupt):
+        while True:
+            time.sleep(3600)
+
+
+__all__ = ["run_up"]

@@ -1,0 +1,495 @@
+"""Building blocks that the provider families assemble their readers from.
+
+- ``Tally`` collects what a reader saw (usage, model, finish reasons,
+  problems, generated text length, whether the body reached its last event)
+  and freezes it into a ``Reading``.
+- ``count`` reads one token counter from a provider's usage object.
+- ``JsonBodyReader`` buffers a plain JSON body (bounded) and interprets it.
+- ``EventReader`` is the base of readers that see a body as a sequence of
+  events: it guarantees that ``feed`` and ``finish`` never raise.
+- ``SseReader`` and ``JsonSequenceReader`` cut a body into events: SSE, or
+  a JSON array streamed element by element (Gemini without ``alt=sse``).
+- ``FreeReader`` answers for operations that cost nothing.
+
+Problem strings, joined with ``"; "`` in ``Reading.problem``:
+
+    no usage in response              the body was read but carried no usage
+    error: [TYPE: ]MESSAGE            an error object or error event (first)
+    stream ended before WHAT          the terminal event never came
+    unparseable JSON body / unparseable event data
+    body over N bytes; ...            the JSON body passed the buffer cap
+    N oversized events dropped
+    malformed usage: DETAIL           a counter that is not a count
+    event stream corrupt: DETAIL      binary framing broken (Bedrock)
+    reader fault: NAME                a bug in a reader, logged with traceback
+"""
+
+from __future__ import annotations
+
+import abc
+import json
+import logging
+import re
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from extproc.metering.sse import SseEvent, SseParser
+from extproc.metering.usage import Usage
+from extproc.providers.base import Reading, UsageReader
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_MAX_BODY_BYTES = 8 * 1024 * 1024
+DEFAULT_MAX_EVENT_BYTES = 8 * 1024 * 1024
+
+_MAX_PROBLEMS = 6
+_MAX_MESSAGE_CHARS = 200
+_TAIL_BYTES = 64 * 1024
+
+
+class MalformedUsage(ValueError):
+    """A usage counter is present but is not a non-negative integer."""
+
+
+def count(obj: Any, key: str) -> int | None:
+    """The counter ``obj[key]``: None when absent or null.
+
+    Raises ``MalformedUsage`` for a value that is not a non-negative integer
+    (an integral float such as ``12.0`` is accepted as 12).
+    """
+    if not isinstance(obj, Mapping):
+        return None
+    value = obj.get(key)
+    if value is None:
+        return None
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise MalformedUsage(f"{key}={value!r}")
+
+    return value
+
+
+def mapping(obj: Any, key: str) -> Mapping[str, Any]:
+    """``obj[key]`` when it is an object, else an empty mapping."""
+    value = obj.get(key) if isinstance(obj, Mapping) else None
+
+    return value if isinstance(value, Mapping) else {}
+
+
+def short(text: Any) -> str:
+    """A provider message cut to a length fit for a log line."""
+    text = " ".join(str(text).split())
+    if len(text) > _MAX_MESSAGE_CHARS:
+        text = text[: _MAX_MESSAGE_CHARS - 3] + "..."
+
+    return text
+
+
+class Tally:
+    """What one reader has seen so far.
+
+    Later usage replaces earlier usage (providers send cumulative counts);
+    problems are kept without repeats, at most six, provider errors first;
+    ``text_chars`` counts generated text for a length estimate; ``complete``
+    turns False when the body ended before its last event.
+    """
+
+    def __init__(self) -> None:
+        self.usage: Usage | None = None
+        self.model: str | None = None
+        self.finish_reasons: list[str] = []
+        self.problems: list[str] = []
+        self.text_chars = 0
+        self.complete = True
+
+    def see_model(self, model: Any) -> None:
+        if isinstance(model, str) and model:
+            self.model = model
+
+    def see_finish(self, reason: Any) -> None:
+        if isinstance(reason, str) and reason:
+            self.finish_reasons.append(reason)
+
+    def see_text(self, fragment: Any) -> None:
+        """Count the generated text in ``fragment`` (a delta, a message...)."""
+        self.text_chars += text_chars(fragment)
+
+    def note(self, problem: str) -> None:
+        if problem not in self.problems and len(self.problems) < _MAX_PROBLEMS:
+            self.problems.append(problem)
+
+    def note_error(self, kind: Any, message: Any) -> None:
+        prefix = f"{short(kind)}: " if kind else ""
+        self.note(f"error: {prefix}{short(message)}")
+
+    def note_cut(self, missing: str) -> None:
+        """The body ended before ``missing``, its expected last event."""
+        self.complete = False
+        self.note(f"stream ended before {missing}")
+
+    def reading(self) -> Reading:
+        problems = sorted(self.problems, key=lambda p: not p.startswith("error: "))
+        if self.usage is None and not problems:
+            problems.append("no usage in response")
+
+        return Reading(
+            usage=self.usage,
+            model=self.model,
+            problem="; ".join(problems) or None,
+            finish_reasons=tuple(self.finish_reasons),
+            complete=self.complete,
+            text_chars=self.text_chars,
+        )
+
+
+# Keys under which providers put generated text: message and delta content,
+# reasoning, tool-call arguments, Anthropic's partial JSON, Llama's generation.
+_TEXT_KEYS = frozenset(
+    {
+        "content",
+        "text",
+        "reasoning",
+        "reasoning_content",
+        "thinking",
+        "refusal",
+        "arguments",
+        "partial_json",
+        "generation",
+        "delta",
+        "input",
+    }
+)
+
+
+def text_chars(fragment: Any) -> int:
+    """Characters of generated text in ``fragment``: a string itself, or
+    every string held under a text key at any depth of objects and lists."""
+    if isinstance(fragment, str):
+        return len(fragment)
+    if isinstance(fragment, list):
+        return sum(text_chars(item) for item in fragment)
+    if not isinstance(fragment, Mapping):
+        return 0
+
+    total = 0
+    for key, value in fragment.items():
+        if not isinstance(value, str):
+            total += text_chars(value)
+        elif key in _TEXT_KEYS:
+            total += len(value)
+
+    return total
+
+
+Interpret = Callable[[Any, Tally], None]
+
+
+class JsonBodyReader(UsageReader):
+    """Reads a plain JSON body: buffered up to ``max_bytes``, then interpreted.
+
+    ``interpret(obj, tally)`` gets the parsed body. A body past the cap is
+    not kept whole: only its tail is, and if one of ``tail_keys`` (a usage
+    object, which providers put last) parses there, ``interpret`` gets
+    ``{key: value}`` and the reading says the rest went unread.
+    """
+
+    def __init__(
+        self,
+        interpret: Interpret,
+        *,
+        tail_keys: tuple[str, ...] = ("usage",),
+        max_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    ) -> None:
+        self._interpret = interpret
+        self._tail_keys = tail_keys
+        self._max_bytes = max_bytes
+        self._body = bytearray()
+        self._seen_bytes = 0
+
+    def feed(self, data: bytes) -> None:
+        self._seen_bytes += len(data)
+        self._body += data
+        if self._seen_bytes > self._max_bytes:
+            del self._body[:-_TAIL_BYTES]
+
+    def finish(self) -> Reading:
+        tally = Tally()
+        try:
+            obj = self._parse(tally)
+            if obj is not None:
+                self._interpret(obj, tally)
+        except MalformedUsage as exc:
+            tally.note(f"malformed usage: {exc}")
+        except Exception as exc:  # metering never fails the request
+            logger.exception("json_reader_fault")
+            tally.note(f"reader fault: {type(exc).__name__}")
+
+        return tally.reading()
+
+    def _parse(self, tally: Tally) -> Any:
+        if self._seen_bytes > self._max_bytes:
+            tally.note(f"body over {self._max_bytes} bytes; only its tail was read")
+            return _tail_object(bytes(self._body), self._tail_keys)
+        try:
+            return json.loads(self._body)
+        except ValueError:
+            tally.note("unparseable JSON body")
+            return None
+
+
+def _tail_object(tail: bytes, keys: tuple[str, ...]) -> dict[str, Any] | None:
+    text = tail.decode("utf-8", errors="replace")
+    for key in keys:
+        found = list(re.finditer(rf'"{re.escape(key)}"\s*:\s*', text))
+        if not found:
+            continue
+        try:
+            value, _ = json.JSONDecoder().raw_decode(text, found[-1].end())
+        except ValueError:
+            continue
+        if isinstance(value, dict):
+            return {key: value}
+
+    return None
+
+
+class EventReader(UsageReader):
+    """A reader that turns body bytes into events and hands each to a hook.
+
+    Subclasses implement ``_split`` (bytes to raw events), ``on_event`` and
+    optionally ``on_end`` (say what a cut stream lacks). Every exception from
+    a hook is caught and noted: ``feed`` and ``finish`` never raise.
+    """
+
+    def __init__(self) -> None:
+        self.tally = Tally()
+        self._finished = False
+
+    def feed(self, data: bytes) -> None:
+        if self._finished or not data:
+            return
+        self._guard(self._split, data)
+
+    def finish(self) -> Reading:
+        if not self._finished:
+            self._finished = True
+            self._guard(self._split_end)
+            self._guard(self.on_end)
+
+        return self.tally.reading()
+
+    @abc.abstractmethod
+    def _split(self, data: bytes) -> None: ...
+
+    def _split_end(self) -> None:
+        """End of body: hand over what the splitter still holds."""
+
+    def on_end(self) -> None:
+        """End of body: note what is missing. Default: nothing."""
+
+    def _guard(self, step: Callable[..., None], *args: Any) -> None:
+        try:
+            step(*args)
+        except MalformedUsage as exc:
+            self.tally.note(f"malformed usage: {exc}")
+        except Exception as exc:  # metering never fails the request
+            logger.exception("event_reader_fault")
+            self.tally.note(f"reader fault: {type(exc).__name__}")
+
+
+class SseReader(EventReader):
+    """An ``EventReader`` over Server-Sent Events.
+
+    ``on_event`` gets each ``SseEvent``; ``load`` parses its data as a JSON
+    object or notes that it could not.
+    """
+
+    def __init__(self, *, max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES) -> None:
+        super().__init__()
+        self._parser = SseParser(max_event_chars=max_event_bytes)
+
+    @abc.abstractmethod
+    def on_event(self, event: SseEvent) -> None: ...
+
+    def load(self, event: SseEvent) -> dict[str, Any] | None:
+        try:
+            obj = json.loads(event.data)
+        except ValueError:
+            obj = None
+        if not isinstance(obj, dict):
+            self.tally.note("unparseable event data")
+            return None
+
+        return obj
+
+    def _split(self, data: bytes) -> None:
+        self._deliver(self._parser.feed(data))
+
+    def _split_end(self) -> None:
+        self._deliver(self._parser.close())
+        if self._parser.dropped_events:
+            self.tally.note(f"{self._parser.dropped_events} oversized events dropped")
+
+    def _deliver(self, events: list[SseEvent]) -> None:
+        for event in events:
+            self._guard(self.on_event, event)
+
+
+class JsonSequenceReader(EventReader):
+    """An ``EventReader`` over a JSON array streamed element by element.
+
+    Each object element of a top-level array goes to ``on_object``; a body
+    that is a single top-level object (an error, for instance) goes there
+    whole.
+    """
+
+    def __init__(self, *, max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES) -> None:
+        super().__init__()
+        self._splitter = JsonSplitter(max_element_bytes=max_event_bytes)
+
+    @abc.abstractmethod
+    def on_object(self, obj: dict[str, Any]) -> None: ...
+
+    def _split(self, data: bytes) -> None:
+        for element in self._splitter.feed(data):
+            self._guard(self._take, element)
+
+    def _split_end(self) -> None:
+        if self._splitter.dropped:
+            self.tally.note(f"{self._splitter.dropped} oversized events dropped")
+        if self._splitter.pending:
+            self.tally.note_cut("the end of its JSON array")
+
+    def _take(self, element: bytes) -> None:
+        try:
+            obj = json.loads(element)
+        except ValueError:
+            obj = None
+        if not isinstance(obj, dict):
+            self.tally.note("unparseable event data")
+            return
+        self.on_object(obj)
+
+
+_OUTSIDE_STRING = re.compile(rb'[\[\]{}"]')
+_INSIDE_STRING = re.compile(rb'["\\]')
+
+
+class JsonSplitter:
+    """Cuts a byte stream holding a JSON array of objects (or one object)
+    into the bytes of each element, as soon as each element is complete.
+
+    Only structure is tracked (nesting, strings, escapes); elements are not
+    validated here. An element over ``max_element_bytes`` is dropped and
+    counted in ``dropped``.
+    """
+
+    def __init__(self, *, max_element_bytes: int = DEFAULT_MAX_EVENT_BYTES) -> None:
+        self.max_element_bytes = max_element_bytes
+        self.dropped = 0
+        self._buf = bytearray()
+        self._pos = 0  # next byte of _buf to scan
+        self._start: int | None = None  # where the current element began
+        self._dropping = False
+        self._depth = 0
+        self._top = 0  # the byte that opened the top-level value, 0 if none
+        self._in_string = False
+        self._escaped = False
+
+    @property
+    def pending(self) -> bool:
+        """True when the stream stopped inside a value."""
+        return self._depth > 0
+
+    def feed(self, data: bytes) -> list[bytes]:
+        self._buf += data
+        elements: list[bytes] = []
+        pos = self._scan(elements)
+        self._trim(pos)
+
+        return elements
+
+    def _scan(self, elements: list[bytes]) -> int:
+        buf, pos, end = self._buf, self._pos, len(self._buf)
+        while pos < end:
+            if self._escaped:
+                self._escaped, pos = False, pos + 1
+                continue
+            pattern = _INSIDE_STRING if self._in_string else _OUTSIDE_STRING
+            match = pattern.search(buf, pos)
+            if match is None:
+                return end
+            pos = match.start()
+            self._step(buf[pos], pos, elements)
+            pos += 1
+
+        return pos
+
+    def _step(self, byte: int, pos: int, elements: list[bytes]) -> None:
+        if self._in_string:
+            self._escaped = byte == 0x5C  # backslash
+            self._in_string = self._escaped
+            return
+        if byte == 0x22:  # quote
+            self._in_string = True
+        elif byte in b"[{":
+            if self._depth == 0:
+                self._top = byte
+            if self._depth == self._element_depth():
+                self._start, self._dropping = pos, False
+            self._depth += 1
+        elif self._depth > 0:
+            self._depth -= 1
+            if self._depth == self._element_depth() and self._start is not None:
+                if pos + 1 - self._start > self.max_element_bytes:
+                    self._drop()
+                if not self._dropping:
+                    elements.append(bytes(self._buf[self._start : pos + 1]))
+                self._start = None
+
+    def _element_depth(self) -> int:
+        return 1 if self._top == 0x5B else 0  # inside "[" or at top level
+
+    def _drop(self) -> None:
+        if not self._dropping:
+            self.dropped += 1
+        self._dropping = True
+
+    def _trim(self, pos: int) -> None:
+        keep_from = pos if self._start is None else self._start
+        if self._start is not None and pos - self._start > self.max_element_bytes:
+            self._drop()
+            keep_from = pos
+        del self._buf[:keep_from]
+        self._pos = pos - keep_from
+        if self._start is not None:
+            self._start = max(self._start - keep_from, 0)
+
+
+class FreeReader(UsageReader):
+    """For operations that cost nothing (token counting): zero usage, known."""
+
+    def feed(self, data: bytes) -> None:
+        return None
+
+    def finish(self) -> Reading:
+        return Reading(usage=Usage())
+
+
+def body_kind(content_type: str, *, streaming: bool, stream_kind: str = "sse") -> str:
+    """``"sse"``, ``"eventstream"`` or ``"json"``: how to read a response body.
+
+    The content type decides (an error answer to a streaming request is plain
+    JSON); without one, a streaming request is taken to answer in
+    ``stream_kind``.
+    """
+    media = content_type.split(";", 1)[0].strip().lower()
+    if media == "text/event-stream":
+        return "sse"
+    if media == "application/vnd.amazon.eventstream":
+        return "eventstream"
+    if media or not streaming:
+        return "json"
+
+    return stream_kind

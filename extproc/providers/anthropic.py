@@ -1,0 +1,224 @@
+"""The ``anthropic`` family: the Messages API.
+
+``/v1/messages`` is ``chat``; ``/v1/messages/count_tokens`` is free
+(``billable=False``). Anthropic reports input three ways: ``input_tokens``
+(uncached only), ``cache_read_input_tokens`` and
+``cache_creation_input_tokens``; the normalised input is their sum.
+Thinking is inside ``output_tokens`` and not broken out (reasoning None).
+
+A stream's ``message_start`` carries a first usage and ``message_delta`` the
+final cumulative one, which may restate the input and cache counts: each
+field takes its latest value, nothing is added.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from extproc.metering.readers import (
+    FreeReader,
+    JsonBodyReader,
+    SseReader,
+    Tally,
+    body_kind,
+    count,
+    mapping,
+)
+from extproc.metering.sse import SseEvent
+from extproc.metering.usage import Usage
+from extproc.providers._request import estimate_input_tokens, load_object, positive_int
+from extproc.providers.base import (
+    Endpoint,
+    ProviderFamily,
+    RequestFacts,
+    UsageReader,
+)
+
+_ERROR_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    529: "overloaded_error",
+}
+
+
+def anthropic_usage(raw: Mapping[str, Any]) -> Usage | None:
+    """Normalise an Anthropic usage object (None when it has no counts).
+
+    With server-side compaction, ``usage.iterations`` lists every model pass
+    of the request (the compaction pass and the final message pass) while
+    the top-level counters describe only the last pass. The iterations are
+    what was consumed and billed, so their sum is the usage.
+    """
+    iterations = raw.get("iterations")
+    if isinstance(iterations, list):
+        passes = [_one_pass(i) for i in iterations if isinstance(i, Mapping)]
+        summed = _sum(p for p in passes if p is not None)
+        if summed is not None:
+            return summed
+
+    return _one_pass(raw)
+
+
+def _one_pass(raw: Mapping[str, Any]) -> Usage | None:
+    uncached, output = count(raw, "input_tokens"), count(raw, "output_tokens")
+    if uncached is None and output is None:
+        return None
+
+    read = count(raw, "cache_read_input_tokens") or 0
+    write = count(raw, "cache_creation_input_tokens") or 0
+    write_1h = count(mapping(raw, "cache_creation"), "ephemeral_1h_input_tokens")
+
+    return Usage(
+        input_tokens=(uncached or 0) + read + write,
+        output_tokens=output or 0,
+        cache_read_tokens=read,
+        cache_write_tokens=write,
+        cache_write_1h_tokens=write_1h or 0,
+        reasoning_tokens=None,
+    )
+
+
+def _sum(passes: Iterable[Usage]) -> Usage | None:
+    total = None
+    for part in passes:
+        if total is None:
+            total = part
+            continue
+        total = Usage(
+            input_tokens=total.input_tokens + part.input_tokens,
+            output_tokens=total.output_tokens + part.output_tokens,
+            cache_read_tokens=total.cache_read_tokens + part.cache_read_tokens,
+            cache_write_tokens=total.cache_write_tokens + part.cache_write_tokens,
+            cache_write_1h_tokens=(
+                total.cache_write_1h_tokens + part.cache_write_1h_tokens
+            ),
+            reasoning_tokens=None,
+        )
+
+    return total
+
+
+def take_message(obj: Any, tally: Tally) -> None:
+    """A whole (non-streamed) Messages response or error body."""
+    if not isinstance(obj, Mapping):
+        tally.note("unparseable JSON body")
+        return
+    if obj.get("type") == "error":
+        error = mapping(obj, "error")
+        tally.note_error(error.get("type"), error.get("message"))
+        return
+
+    tally.see_model(obj.get("model"))
+    tally.see_finish(obj.get("stop_reason"))
+    tally.see_text(obj.get("content"))
+    usage = anthropic_usage(mapping(obj, "usage"))
+    if usage is not None:
+        tally.usage = usage
+
+
+class AnthropicStream:
+    """Folds Messages stream events, already parsed, into a ``Tally``.
+
+    Shared by the SSE reader and Bedrock's InvokeModel stream, which carries
+    the same events inside its own framing.
+    """
+
+    def __init__(self, tally: Tally) -> None:
+        self.tally = tally
+        self.stopped = False
+        self._raw: dict[str, Any] = {}
+
+    def take(self, obj: Mapping[str, Any]) -> None:
+        kind = obj.get("type")
+        if kind == "message_start":
+            message = mapping(obj, "message")
+            self.tally.see_model(message.get("model"))
+            self._merge(mapping(message, "usage"))
+        elif kind == "message_delta":
+            self.tally.see_finish(mapping(obj, "delta").get("stop_reason"))
+            self._merge(mapping(obj, "usage"))
+        elif kind == "content_block_delta":
+            self.tally.see_text(obj.get("delta"))
+        elif kind == "message_stop":
+            self.stopped = True
+        elif kind == "error":
+            error = mapping(obj, "error")
+            self.tally.note_error(error.get("type"), error.get("message"))
+
+    def _merge(self, usage: Mapping[str, Any]) -> None:
+        self._raw.update((k, v) for k, v in usage.items() if v is not None)
+        merged = anthropic_usage(self._raw)
+        if merged is not None:
+            self.tally.usage = merged
+
+
+class AnthropicStreamReader(SseReader):
+    """A Messages SSE stream; it should end with ``message_stop``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._stream = AnthropicStream(self.tally)
+
+    def on_event(self, event: SseEvent) -> None:
+        obj = self.load(event)
+        if obj is not None:
+            self._stream.take(obj)
+
+    def on_end(self) -> None:
+        if not self._stream.stopped:
+            self.tally.note_cut("message_stop")
+
+
+class AnthropicFamily(ProviderFamily):
+    """Anthropic's Messages API with ``x-api-key`` credentials."""
+
+    name = "anthropic"
+
+    def endpoint_for(self, method: str, path: str) -> Endpoint | None:
+        if method.upper() != "POST":
+            return None
+        tail = path.split("?", 1)[0].rstrip("/")
+        if tail.endswith("/messages/count_tokens"):
+            return Endpoint(self.name, "count_tokens", billable=False, streaming=False)
+        if tail.endswith("/messages"):
+            return Endpoint(self.name, "chat")
+
+        return None
+
+    def read_request(self, endpoint: Endpoint, path: str, body: bytes) -> RequestFacts:
+        obj = load_object(body, endpoint.operation)
+
+        model = obj.get("model")
+        free = not endpoint.billable
+
+        return RequestFacts(
+            model=model if isinstance(model, str) and model else None,
+            streaming=not free and obj.get("stream") is True,
+            input_estimate_tokens=estimate_input_tokens(body),
+            max_output_tokens=0 if free else positive_int(obj.get("max_tokens")),
+        )
+
+    def credential_headers(self, secret: str) -> dict[str, str]:
+        return {"x-api-key": secret}
+
+    def open_reader(
+        self, endpoint: Endpoint, *, streaming: bool, content_type: str
+    ) -> UsageReader:
+        if not endpoint.billable:
+            return FreeReader()
+        if body_kind(content_type, streaming=streaming) == "sse":
+            return AnthropicStreamReader()
+
+        return JsonBodyReader(take_message)
+
+    def error_body(self, status: int, code: str, message: str) -> bytes:
+        kind = _ERROR_TYPES.get(status, "api_error" if status >= 500 else "")
+        error = {"type": kind or "invalid_request_error", "message": message}
+
+        return json.dumps({"type": "error", "error": error}).encode()

@@ -1,0 +1,41 @@
+"""The provider families, by the name a route's configuration uses.
+
+``family(name)`` returns the shared instance for ``name``; the instances are
+stateless, so one serves every request. ``CREDENTIAL_QUERY_PARAMETERS`` names
+the query parameters by which a provider accepts a credential (Gemini's
+``key``, Azure's ``api-key``): like the credential headers, the flow removes
+them from a client's request.
+"""
+
+from __future__ import annotations
+
+from extproc.errors import ConfigError
+from extproc.providers.anthropic import AnthropicFamily
+from extproc.providers.azure_openai import AzureOpenAIFamily
+from extproc.providers.base import ProviderFamily
+from extproc.providers.bedrock import BedrockFamily
+from extproc.providers.gemini import GeminiFamily, VertexFamily
+from extproc.providers.openai import OpenAIFamily
+
+_OPENAI = OpenAIFamily()
+
+FAMILIES: dict[str, ProviderFamily] = {
+    "openai": _OPENAI,
+    "openai-compatible": _OPENAI,  # an alias: the same wire format
+    "azure-openai": AzureOpenAIFamily(),
+    "anthropic": AnthropicFamily(),
+    "gemini": GeminiFamily(),
+    "vertex": VertexFamily(),
+    "bedrock": BedrockFamily(),
+}
+
+CREDENTIAL_QUERY_PARAMETERS = frozenset({"key", "api-key"})
+
+
+def family(name: str) -> ProviderFamily:
+    """The family called ``name``; ``ConfigError`` when there is none."""
+    try:
+        return FAMILIES[name]
+    except KeyError:
+        known = ", ".join(sorted(FAMILIES))
+        raise ConfigError(f"unknown provider family {name!r}; known: {known}") from None

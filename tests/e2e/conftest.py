@@ -1,0 +1,112 @@
+"""The gateway under test: Redis, stand-in provider, ext_proc server, Envoy."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from extproc.local import (
+    EnvoyProcess,
+    RedisProcess,
+    StandIn,
+    free_port,
+    render_local_config,
+)
+from extproc.local.extproc import ExtprocProcess
+from tests.e2e.harness import Client, Ledger, replay_responder
+
+TENANT = "e2e"
+POLICY = """\
+version: 1
+tenant: {tenant}
+identity:
+  header: x-tollgate-identity
+providers:
+  openai:
+    family: openai
+    route_prefix: /openai
+    credential: {{env: E2E_OPENAI_KEY}}
+  anthropic:
+    family: anthropic
+    route_prefix: /anthropic
+    credential: {{file: {anthropic_key_file}}}
+budgets:
+  default: {{capacity_usd: "1000", refill_usd: "1000", refill_every: 1d}}
+  identities:
+    nearly-broke: {{capacity_usd: "0.000100", refill_usd: "0.000001", refill_every: 1d}}
+pricing:
+  default_max_output_tokens: 1024
+"""
+
+
+@dataclass
+class Gateway:
+    client: Client
+    ledger: Ledger
+    standin: StandIn
+    envoy: EnvoyProcess
+    extproc: ExtprocProcess
+    redis: RedisProcess
+    openai_key: str
+    anthropic_key: str
+    policy_path: Path
+
+
+@pytest.fixture(scope="session")
+def gateway(
+    redis_server: RedisProcess, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Gateway]:
+    workdir = tmp_path_factory.mktemp("gateway")
+    openai_key = "sk-gateway-openai-" + secrets.token_hex(12)
+    anthropic_key = "sk-ant-gateway-" + secrets.token_hex(12)
+    key_file = workdir / "anthropic.key"
+    key_file.write_text(anthropic_key + "\n")
+    policy_path = workdir / "policy.yaml"
+    policy_path.write_text(POLICY.format(tenant=TENANT, anthropic_key_file=key_file))
+
+    with (
+        StandIn(replay_responder) as standin,
+        ExtprocProcess(
+            workdir / "extproc",
+            env={"E2E_OPENAI_KEY": openai_key},
+            settings={
+                "policy_file": str(policy_path),
+                "redis_url": redis_server.url,
+                "log_level": "DEBUG",
+                "policy_poll_ms": "200",
+            },
+        ) as extproc,
+    ):
+        upstreams = {
+            name: ("127.0.0.1", standin.port, False)
+            for name in ("openai", "anthropic", "gemini")
+        }
+        config = render_local_config(
+            listen_port=free_port(),
+            admin_port=free_port(),
+            extproc_address=extproc.address,
+            upstreams=upstreams,
+            access_log_path=str(workdir / "access.log"),
+        )
+        with EnvoyProcess(config, workdir / "envoy") as envoy:
+            yield Gateway(
+                Client(envoy.listen_port),
+                Ledger(redis_server.url, TENANT),
+                standin,
+                envoy,
+                extproc,
+                redis_server,
+                openai_key,
+                anthropic_key,
+                policy_path,
+            )
+
+
+@pytest.fixture
+def identity() -> str:
+    """A fresh identity per test, so budgets never leak between tests."""
+    return "user-" + secrets.token_hex(6)

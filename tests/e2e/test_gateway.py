@@ -1,0 +1,248 @@
+"""The whole gateway end to end: admit, swap credentials, forward, meter, settle."""
+
+from __future__ import annotations
+
+import json
+from decimal import ROUND_CEILING
+
+import genai_prices
+import pytest
+
+from tests.e2e.harness import FIXTURES, REPLAY_HEADER, fixture_body, meta
+
+pytestmark = pytest.mark.e2e
+
+FAMILY_OF = {"openai": "openai", "anthropic": "anthropic"}
+PREFIX_OF = {"openai": "/openai", "anthropic": "/anthropic"}
+
+
+def _fixtures_with_usage(provider: str) -> list[str]:
+    names = []
+    for path in sorted(FIXTURES.glob("*.meta.json")):
+        info = json.loads(path.read_text())
+        expected = info.get("expected_usage") or {}
+        if info["provider"] == provider and (expected.get("total_tokens") or 0) > 0:
+            names.append(path.name.removesuffix(".meta.json"))
+    return names
+
+
+def _model(info: dict) -> str:
+    return info.get("response_model") or info["request_model"].split(" ")[0]
+
+
+def _path(info: dict) -> str:
+    endpoint = info["endpoint"].split(" ", 1)[1].split(" ")[0]
+    return PREFIX_OF[info["provider"]] + endpoint
+
+
+def _request_body(info: dict) -> dict:
+    body = {
+        "model": _model(info),
+        "max_tokens": 256,
+        "messages": [{"role": "user", "content": "hello"}],
+    }
+    if info["streaming"]:
+        body["stream"] = True
+    if "/embeddings" in info["endpoint"]:
+        body = {"model": _model(info), "input": "hello"}
+    if "/responses" in info["endpoint"]:
+        body = {"model": _model(info), "input": "hello", "stream": info["streaming"]}
+    return body
+
+
+def _expected_cost(info: dict) -> int:
+    expected = info["expected_usage"]
+    usage = genai_prices.Usage(
+        input_tokens=expected["input_tokens"],
+        output_tokens=expected["output_tokens"],
+        cache_read_tokens=expected.get("cached_read_input_tokens") or 0,
+        cache_write_tokens=expected.get("cache_creation_input_tokens") or 0,
+    )
+    price = genai_prices.calc_price(usage, _model(info), provider_id=info["provider"])
+    micro = (price.total_price * 1_000_000).to_integral_value(rounding=ROUND_CEILING)
+    return int(micro)
+
+
+def _send(gateway, name: str, identity: str, **extra_headers: str):
+    info = meta(name)
+    headers = {"x-tollgate-identity": identity, REPLAY_HEADER: name, **extra_headers}
+    return info, gateway.client.post(_path(info), _request_body(info), headers)
+
+
+@pytest.mark.parametrize(
+    "name", _fixtures_with_usage("openai") + _fixtures_with_usage("anthropic")
+)
+def test_recorded_spend_equals_priced_expected_usage(gateway, identity, name) -> None:
+    info, response = _send(gateway, name, identity)
+
+    assert info["http_status"] == response.status
+    assert fixture_body(name) == response.body
+    settlement = gateway.ledger.settlement(response.headers["x-tollgate-request-id"])
+    assert "metered" == settlement["outcome"]
+    assert _expected_cost(info) == settlement["cost_micro_usd"]
+
+
+def test_upstream_sees_gateway_key_and_never_the_clients(gateway, identity) -> None:
+    name = "openai_chat_nonstream_docs_default"
+
+    _send(
+        gateway,
+        name,
+        identity,
+        authorization="Bearer sk-client-own-key",
+        **{"x-api-key": "client-x-api-key", "api-key": "client-azure-key"},
+    )
+
+    seen = gateway.standin.requests[-1].headers
+    assert f"Bearer {gateway.openai_key}" == seen["authorization"]
+    assert "x-api-key" not in seen and "api-key" not in seen
+    assert "x-tollgate-identity" not in seen
+    assert "sk-client-own-key" not in json.dumps(seen)
+
+
+def test_anthropic_key_comes_from_its_file(gateway, identity) -> None:
+    _send(
+        gateway,
+        "anthropic_messages_nonstream_cache",
+        identity,
+        **{"x-api-key": "client-anthropic-key"},
+    )
+
+    seen = gateway.standin.requests[-1].headers
+    assert gateway.anthropic_key == seen["x-api-key"]
+    assert "authorization" not in seen
+
+
+def test_gateway_key_never_reaches_the_client(gateway, identity) -> None:
+    info, response = _send(gateway, "openai_chat_nonstream_docs_default", identity)
+
+    text = json.dumps(response.headers) + response.body.decode()
+    assert gateway.openai_key not in text
+
+
+def test_openai_stream_without_usage_request_is_asked_for_usage(
+    gateway, identity
+) -> None:
+    name = "openai_chat_stream_include_usage"
+    info = meta(name)
+    body = json.dumps(
+        {
+            "model": "gpt-4o-mini",
+            "stream": True,
+            "messages": [{"role": "user", "content": "hi"}],
+        }
+    ).encode()
+
+    gateway.client.post(
+        _path(info), body, {"x-tollgate-identity": identity, REPLAY_HEADER: name}
+    )
+
+    sent = gateway.standin.requests[-1]
+    assert {"include_usage": True} == json.loads(sent.body)["stream_options"]
+    assert str(len(sent.body)) == sent.headers["content-length"]
+
+
+def test_stream_arrives_in_pieces_not_held_back(gateway, identity) -> None:
+    info, response = _send(gateway, "anthropic_messages_stream_sdk_tool_use", identity)
+
+    assert 200 == response.status
+    assert response.reads > 3
+
+
+def test_missing_identity_gets_json_401_naming_the_header(gateway) -> None:
+    response = gateway.client.post(
+        "/openai/v1/chat/completions",
+        {"model": "gpt-4o"},
+        {REPLAY_HEADER: "openai_chat_nonstream_docs_default"},
+    )
+
+    assert 401 == response.status
+    assert "x-tollgate-identity" in response.json()["error"]["message"]
+
+
+def test_spent_budget_gets_429_and_upstream_is_not_called(gateway) -> None:
+    before = len(gateway.standin.requests)
+
+    info, response = _send(
+        gateway, "openai_chat_nonstream_docs_default", "nearly-broke"
+    )
+
+    assert 429 == response.status
+    assert "retry-after" in response.headers
+    assert "budget_exceeded" in json.dumps(response.json()["error"])
+    assert before == len(gateway.standin.requests)
+
+
+def test_anthropic_refusal_is_in_anthropics_error_shape(gateway) -> None:
+    info, response = _send(
+        gateway, "anthropic_messages_nonstream_cache", "nearly-broke"
+    )
+
+    assert 429 == response.status
+    assert "error" == response.json()["type"]
+
+
+def test_one_mebibyte_request_body_passes(gateway, identity) -> None:
+    name = "openai_chat_nonstream_docs_default"
+    info = meta(name)
+    body = _request_body(info)
+    body["messages"][0]["content"] = "x" * (1024 * 1024)
+
+    response = gateway.client.post(
+        _path(info), body, {"x-tollgate-identity": identity, REPLAY_HEADER: name}
+    )
+
+    assert 200 == response.status
+    assert len(gateway.standin.requests[-1].body) > 1024 * 1024
+
+
+def test_stream_without_usage_is_charged_an_estimate_not_zero(
+    gateway, identity
+) -> None:
+    info, response = _send(gateway, "openai_chat_stream_no_usage", identity)
+
+    settlement = gateway.ledger.settlement(response.headers["x-tollgate-request-id"])
+    assert "estimated_no_usage" == settlement["outcome"]
+    assert settlement["cost_micro_usd"] > 0
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "openai_error_401_invalid_api_key",
+        "openai_error_404_model_not_found",
+        "openai_error_429_rate_limit",
+        "anthropic_error_529_overloaded",
+        "anthropic_stream_error_overloaded",
+    ],
+)
+def test_upstream_error_without_usage_is_not_charged(gateway, identity, name) -> None:
+    info, response = _send(gateway, name, identity)
+
+    assert info["http_status"] == response.status
+    assert fixture_body(name) == response.body
+    settlement = gateway.ledger.settlement(response.headers["x-tollgate-request-id"])
+    assert ("upstream_error", 0) == (
+        settlement["outcome"],
+        settlement["cost_micro_usd"],
+    )
+
+
+def test_unknown_route_gets_404_listing_prefixes(gateway, identity) -> None:
+    response = gateway.client.post(
+        "/nowhere/v1/chat", {}, {"x-tollgate-identity": identity}
+    )
+
+    assert 404 == response.status
+    assert "/openai" in response.json()["error"]["message"]
+
+
+def test_invalid_json_gets_400_and_upstream_is_not_called(gateway, identity) -> None:
+    before = len(gateway.standin.requests)
+
+    response = gateway.client.post(
+        "/openai/v1/chat/completions", b"{not json", {"x-tollgate-identity": identity}
+    )
+
+    assert 400 == response.status
+    assert before == len(gateway.standin.requests)

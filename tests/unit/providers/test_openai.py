@@ -1,0 +1,262 @@
+"""The openai family: routing, request reading, the usage rewrite, readers."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from extproc.errors import BadRequest
+from extproc.providers.azure_openai import AzureOpenAIFamily
+from extproc.providers.base import Endpoint
+from extproc.providers.openai import OpenAIFamily
+
+OPENAI = OpenAIFamily()
+CHAT = Endpoint("openai", "chat")
+INSERTED = b'"stream_options":{"include_usage":true},'
+
+
+def read(body: bytes, path: str = "/v1/chat/completions", family=OPENAI):
+    endpoint = family.endpoint_for("POST", path)
+
+    return family.read_request(endpoint, path, body)
+
+
+def meter(*events: str, content_type: str = "text/event-stream"):
+    reader = OPENAI.open_reader(CHAT, streaming=True, content_type=content_type)
+    for event in events:
+        reader.feed(event.encode())
+
+    return reader.finish()
+
+
+@pytest.mark.parametrize(
+    "path, operation",
+    [
+        ("/v1/chat/completions", "chat"),
+        ("/chat/completions?x=1", "chat"),
+        ("/openai/v1/chat/completions", "chat"),
+        ("/openai/deployments/gpt-4o/chat/completions?api-version=2024-12-01", "chat"),
+        ("/v1/completions", "text_completion"),
+        ("/v1/responses", "chat"),
+        ("/embeddings", "embeddings"),
+    ],
+)
+def test_paths_classify_by_their_tail(path: str, operation: str) -> None:
+    assert Endpoint("openai", operation) == OPENAI.endpoint_for("POST", path)
+
+
+@pytest.mark.parametrize(
+    "method, path", [("GET", "/v1/chat/completions"), ("POST", "/v1/models")]
+)
+def test_other_requests_are_not_metered_operations(method: str, path: str) -> None:
+    assert None is OPENAI.endpoint_for(method, path)
+
+
+def test_model_comes_from_the_body() -> None:
+    assert "gpt-4o" == read(b'{"model": "gpt-4o"}').model
+
+
+def test_azure_model_falls_back_to_the_deployment_name() -> None:
+    path = "/openai/deployments/my%20gpt/chat/completions?api-version=1"
+
+    assert "my gpt" == read(b'{"messages": []}', path).model
+
+
+def test_azure_model_in_the_body_wins_over_the_deployment() -> None:
+    path = "/openai/deployments/dep/chat/completions"
+
+    assert "gpt-4o" == read(b'{"model": "gpt-4o"}', path).model
+
+
+@pytest.mark.parametrize("stream, expected", [(True, True), (False, False), (1, False)])
+def test_streaming_is_stream_true(stream, expected: bool) -> None:
+    assert expected is read(json.dumps({"stream": stream}).encode()).streaming
+
+
+@pytest.mark.parametrize(
+    "body, cap",
+    [
+        ({"max_tokens": 100}, 100),
+        ({"max_completion_tokens": 50, "max_tokens": 100}, 50),
+        ({"max_output_tokens": 70}, 70),
+        ({"max_tokens": 100, "n": 3}, 300),
+        ({}, None),
+    ],
+)
+def test_output_cap_reads_the_limit_times_n(body: dict, cap: int | None) -> None:
+    assert cap == read(json.dumps(body).encode()).max_output_tokens
+
+
+def test_legacy_completion_cap_counts_best_of_candidates() -> None:
+    body = b'{"max_tokens": 10, "best_of": 4, "n": 2}'
+
+    assert 40 == read(body, "/v1/completions").max_output_tokens
+
+
+def test_embeddings_output_cap_is_zero() -> None:
+    assert 0 == read(b'{"input": "x"}', "/v1/embeddings").max_output_tokens
+
+
+def test_input_estimate_is_body_bytes_over_three_rounded_up() -> None:
+    assert 5 == read(b'{"a":"bcdefg"}').input_estimate_tokens  # 14 bytes
+
+
+def test_stream_without_usage_request_gets_it_inserted_after_the_brace() -> None:
+    body = b'  {"model": "gpt-4o",\n "stream": true, "x": "\xc3\xa9"}'
+
+    assert body[:3] + INSERTED + body[3:] == read(body).body
+
+
+def test_stream_options_without_include_usage_are_reserialised() -> None:
+    body = '{"stream": true, "stream_options": {"a": 1}, "t": "é"}'.encode()
+
+    expected = '{"stream":true,"stream_options":{"a":1,"include_usage":true},"t":"é"}'
+    assert expected.encode() == read(body).body
+
+
+def test_stream_that_already_asks_for_usage_is_not_rewritten() -> None:
+    body = b'{"stream": true, "stream_options": {"include_usage": true}}'
+
+    assert None is read(body).body
+
+
+def test_non_streaming_request_is_not_rewritten() -> None:
+    assert None is read(b'{"model": "m"}').body
+
+
+def test_responses_stream_is_not_rewritten() -> None:
+    assert None is read(b'{"stream": true}', "/v1/responses").body
+
+
+def test_legacy_completion_stream_is_rewritten() -> None:
+    assert read(b'{"stream": true}', "/v1/completions").body.startswith(b"{" + INSERTED)
+
+
+def test_rewrite_can_be_turned_off_for_strict_servers() -> None:
+    strict = OpenAIFamily(ask_stream_usage=False)
+
+    assert None is read(b'{"stream": true}', family=strict).body
+
+
+@pytest.mark.parametrize(
+    "body", [b"{not json", b"[1, 2]", b"", b'{"t": NaN}', b"\xff\xfe{}"]
+)
+def test_a_body_that_is_not_a_json_object_is_a_bad_request(body: bytes) -> None:
+    with pytest.raises(BadRequest, match="JSON object"):
+        read(body)
+
+
+def test_credential_is_a_bearer_token() -> None:
+    assert {"authorization": "Bearer sk-1"} == OPENAI.credential_headers("sk-1")
+
+
+def test_azure_credential_is_an_api_key_header() -> None:
+    assert {"api-key": "k"} == AzureOpenAIFamily().credential_headers("k")
+
+
+def test_error_body_has_openai_error_shape() -> None:
+    body = json.loads(OPENAI.error_body(429, "budget_exceeded", "Over budget."))
+
+    expected = {
+        "message": "Over budget.",
+        "type": "rate_limit_error",
+        "param": None,
+        "code": "budget_exceeded",
+    }
+    assert {"error": expected} == body
+
+
+def usage_chunk(output_tokens: int) -> str:
+    usage = {"prompt_tokens": 5, "completion_tokens": output_tokens}
+
+    return f"data: {json.dumps({'choices': [], 'usage': usage})}\n\n"
+
+
+def test_stream_takes_the_last_usage_and_never_sums() -> None:
+    reading = meter(usage_chunk(1), usage_chunk(9), "data: [DONE]\n\n")
+
+    assert 9 == reading.usage.output_tokens
+
+
+def test_stream_cut_before_done_notes_the_truncation() -> None:
+    reading = meter('data: {"choices": [{"delta": {}}]}\n\n')
+
+    assert "stream ended before [DONE]" == reading.problem
+
+
+def test_stream_without_usage_is_unknown_not_zero() -> None:
+    reading = meter('data: {"choices": []}\n\n', "data: [DONE]\n\n")
+
+    assert (None, "no usage in response") == (reading.usage, reading.problem)
+
+
+def test_responses_error_event_is_a_problem() -> None:
+    error = {"type": "error", "code": "server_error", "message": "boom"}
+
+    assert meter(f"event: error\ndata: {json.dumps(error)}\n\n").problem.startswith(
+        "error: server_error: boom"
+    )
+
+
+def test_responses_failed_event_carries_usage_and_its_error() -> None:
+    response = {
+        "status": "failed",
+        "error": {"code": "server_error", "message": "x"},
+        "usage": {"input_tokens": 3, "output_tokens": 2},
+    }
+    event = json.dumps({"type": "response.failed", "response": response})
+
+    reading = meter(f"data: {event}\n\n")
+
+    assert (3, "error: server_error: x") == (
+        reading.usage.input_tokens,
+        reading.problem,
+    )
+
+
+def test_garbage_event_data_is_noted_not_raised() -> None:
+    reading = meter("data: {oops\n\n", "data: [DONE]\n\n")
+
+    assert "unparseable event data" == reading.problem
+
+
+def test_json_error_body_for_a_streaming_request_is_read_as_json() -> None:
+    body = '{"error": {"message": "bad", "type": "invalid_request_error"}}'
+
+    reading = meter(body, content_type="application/json")
+
+    assert "error: invalid_request_error: bad" == reading.problem
+
+
+def test_stream_cut_before_done_is_incomplete() -> None:
+    assert False is meter('data: {"choices": []}\n\n').complete
+
+
+def test_finished_stream_is_complete() -> None:
+    assert True is meter('data: {"choices": []}\n\n', "data: [DONE]\n\n").complete
+
+
+def test_stream_counts_generated_text_and_reasoning_chars() -> None:
+    deltas = [{"content": "héllo"}, {"reasoning": "hmm"}, {"role": "assistant"}]
+    events = [f"data: {json.dumps({'choices': [{'delta': d}]})}\n\n" for d in deltas]
+
+    assert 8 == meter(*events, "data: [DONE]\n\n").text_chars
+
+
+def test_responses_stream_counts_text_from_delta_events_only() -> None:
+    delta = {"type": "response.output_text.delta", "delta": "abc"}
+    done = {
+        "type": "response.completed",
+        "response": {"output": [{"content": [{"text": "abc"}]}], "usage": None},
+    }
+
+    reading = meter(f"data: {json.dumps(delta)}\n\n", f"data: {json.dumps(done)}\n\n")
+
+    assert 3 == reading.text_chars
+
+
+def test_error_problem_comes_first_among_problems() -> None:
+    reading = meter("data: {oops\n\n", 'data: {"error": {"message": "m"}}\n\n')
+
+    assert reading.problem.startswith("error: m; ")
