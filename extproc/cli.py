@@ -49,6 +49,7 @@ def _parser() -> argparse.ArgumentParser:
     usage.add_argument("--model", help="model, when the body does not name it")
     usage.add_argument("--content-type", default=None, help="response content type")
     usage.add_argument("--content-encoding", default="identity")
+    usage.add_argument("--status", type=int, default=200, help="HTTP status of the response")
     usage.set_defaults(handler=_usage)
     return parser
 
@@ -93,9 +94,13 @@ def _spend(args: argparse.Namespace) -> int:
 
 
 def _usage(args: argparse.Namespace) -> int:
-    from extproc.usage_cli import report
+    from extproc.usage_cli import print_report
 
-    print(report(args))
+    print_report(
+        file=args.file, provider=args.provider, path=args.path, model=args.model,
+        content_type=args.content_type, content_encoding=args.content_encoding,
+        status=args.status,
+    )
     return 0
 
 

@@ -19,20 +19,18 @@ from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 from extproc.budgets.store import Attribution, Settlement
 from extproc.credentials import CLIENT_CREDENTIAL_HEADERS
 from extproc.errors import (
-    BadRequest,
     CredentialError,
     EndpointNotAllowed,
     IdentityMissing,
-    MeteringError,
     RouteUnknown,
     ServiceUnavailable,
     StoreUnavailable,
 )
 from extproc.metering.charge import CallFacts, Charge, decide_charge
-from extproc.metering.decoding import Decoder
+from extproc.metering.meter import ResponseMeter
 from extproc.metering.usage import Usage
 from extproc.pricing import Price
-from extproc.providers.base import Endpoint, Reading, RequestFacts, UsageReader
+from extproc.providers.base import Endpoint, Reading, RequestFacts
 from extproc.server import messages
 from extproc.server.runtime import Route, Runtime
 
@@ -40,7 +38,6 @@ log = logging.getLogger(__name__)
 
 MAX_IDENTITY_LENGTH = 256
 REQUEST_ID_HEADER = "x-tollgate-request-id"
-_STREAM_TYPES = ("text/event-stream", "application/vnd.amazon.eventstream")
 _BODYLESS_METHODS = ("GET", "HEAD", "DELETE", "OPTIONS")
 
 
@@ -66,11 +63,8 @@ class Call:
         self.request_bytes = 0
 
         self.status: int | None = None
-        self._decoder: Decoder | None = None
-        self._reader: UsageReader | None = None
+        self._meter: ResponseMeter | None = None
         self._reading: Reading | None = None
-        self._metering_problem: str | None = None
-        self.response_bytes = 0
         self.response_complete = False
 
         self.finished = False
@@ -130,9 +124,8 @@ class Call:
 
     def on_response_body(self, message: pb.HttpBody) -> pb.ProcessingResponse:
         """Meter one chunk, passing it on unchanged; price at end of body."""
-        chunk = bytes(message.body)
-        self.response_bytes += len(chunk)
-        self._meter(chunk)
+        if self._meter is not None:
+            self._meter.feed(bytes(message.body))
         if not message.end_of_stream:
             return messages.response_body_reply()
 
@@ -255,25 +248,11 @@ class Call:
 
     def _open_reader(self, headers: dict[str, str]) -> None:
         assert self.route is not None and self.endpoint is not None
-        content_type = headers.get("content-type", "")
-        streaming = content_type.split(";")[0].strip().lower() in _STREAM_TYPES
-        try:
-            self._decoder = Decoder(headers.get("content-encoding", "identity"))
-            self._reader = self.route.family.open_reader(
-                self.endpoint, streaming=streaming, content_type=content_type
-            )
-        except (MeteringError, BadRequest, ValueError) as exc:
-            self._metering_problem = f"cannot meter this response: {exc}"
-
-    def _meter(self, chunk: bytes) -> None:
-        if self._reader is None or self._decoder is None:
-            return
-        try:
-            self._reader.feed(self._decoder.feed(chunk))
-        except Exception as exc:  # metering never fails a call policy allowed
-            self._metering_problem = f"metering failed: {type(exc).__name__}: {exc}"
-            self._reader = None
-            log.warning("metering failed", extra={"request_id": self.request_id}, exc_info=True)
+        self._meter = ResponseMeter(
+            self.route.family, self.endpoint,
+            content_type=headers.get("content-type", ""),
+            content_encoding=headers.get("content-encoding", "identity"),
+        )
 
     def _finish_body(self) -> None:
         self.response_complete = True
@@ -288,7 +267,7 @@ class Call:
             output_cap_tokens=self.output_cap_tokens,
             status=self.status,
             reading=self._reading,
-            response_bytes=self.response_bytes,
+            response_bytes=self._meter.bytes_seen if self._meter else 0,
             response_complete=self.response_complete,
         )
         self.charge = decide_charge(facts)
@@ -299,19 +278,9 @@ class Call:
         self.cost_micro_usd, self.price_source = price.cost_micro_usd, price.source
 
     def _read_final(self) -> Reading | None:
-        if self._reader is None:
-            if self.status is None:
-                return None
-            return Reading(usage=None, problem=self._metering_problem, complete=False)
-        try:
-            if self._decoder is not None:
-                self._reader.feed(self._decoder.flush())
-            reading = self._reader.finish()
-        except Exception as exc:  # metering never fails a call policy allowed
-            log.warning("metering failed", extra={"request_id": self.request_id}, exc_info=True)
-            return Reading(usage=None, problem=f"metering failed: {exc}", complete=False)
-        finally:
-            self._reader = None
+        if self._meter is None:
+            return None
+        reading = self._meter.finish()
         if reading.model and self.model == "unknown":
             self.model = reading.model
         return reading
