@@ -7,8 +7,10 @@ fixtures in ``../shared/fixtures/providers`` chunk by chunk.
 
 from __future__ import annotations
 
+import gzip
 import http.client
 import json
+import socket
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +22,8 @@ from extproc.local import RecordedRequest, Reply
 
 FIXTURES = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "providers"
 REPLAY_HEADER = "x-replay-fixture"
+DELAY_HEADER = "x-replay-delay-ms"
+GZIP_HEADER = "x-replay-gzip"
 
 
 def meta(name: str) -> dict[str, Any]:
@@ -48,10 +52,13 @@ def replay_responder(request: RecordedRequest) -> Reply:
     info = meta(name)
     body = fixture_body(name)
     headers = {"content-type": info.get("content_type") or "application/json"}
+    delay_s = int(request.headers.get(DELAY_HEADER, "2")) / 1000
+    if request.headers.get(GZIP_HEADER):
+        headers["content-encoding"] = "gzip"
+        body = gzip.compress(body)
+        return Reply(info["http_status"], headers, [body[:40], body[40:]])
     if info["streaming"] and info["file"].endswith(".sse"):
-        return Reply(
-            info["http_status"], headers, sse_chunks(body), chunk_delay_s=0.002
-        )
+        return Reply(info["http_status"], headers, sse_chunks(body), chunk_delay_s=delay_s)
     if info["streaming"]:
         step = 64
         chunks = [body[i : i + step] for i in range(0, len(body), step)]
@@ -103,6 +110,23 @@ class Client:
             )
         finally:
             connection.close()
+
+
+    def post_and_hang_up(
+        self, path: str, body: dict[str, Any], headers: dict[str, str], *, after_bytes: int
+    ) -> tuple[dict[str, str], bytes]:
+        """Send a request, read ``after_bytes`` of the body, then drop the socket."""
+        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+        connection.request("POST", path, body=json.dumps(body).encode(),
+                           headers={"content-type": "application/json", **headers})
+        reply = connection.getresponse()
+        head = {k.lower(): v for k, v in reply.getheaders()}
+        data = reply.read1(after_bytes)
+        # The response keeps a file on the socket, so close() alone would not
+        # end the TCP connection; shutdown does.
+        connection.sock.shutdown(socket.SHUT_RDWR)
+        connection.close()
+        return head, data
 
 
 def _read_all(reply: http.client.HTTPResponse) -> tuple[bytes, int]:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 from decimal import ROUND_CEILING
 
 import genai_prices
 import pytest
 
-from tests.e2e.harness import FIXTURES, REPLAY_HEADER, fixture_body, meta
+from tests.e2e.harness import FIXTURES, GZIP_HEADER, REPLAY_HEADER, fixture_body, meta
 
 pytestmark = pytest.mark.e2e
 
@@ -147,6 +148,21 @@ def test_stream_arrives_in_pieces_not_held_back(gateway, identity) -> None:
 
     assert 200 == response.status
     assert response.reads > 3
+
+
+@pytest.mark.parametrize(
+    "name", ["openai_chat_nonstream_cache_read", "openai_responses_stream_basic"]
+)
+def test_gzip_response_reaches_client_unchanged_and_is_metered(
+    gateway, identity, name
+) -> None:
+    info, response = _send(gateway, name, identity, **{GZIP_HEADER: "1"})
+
+    assert b"\x1f\x8b" == response.body[:2]
+    assert fixture_body(name) == gzip.decompress(response.body)
+    settlement = gateway.ledger.settlement(response.headers["x-tollgate-request-id"])
+    assert ("metered", _expected_cost(info)) == (
+        settlement["outcome"], settlement["cost_micro_usd"])
 
 
 def test_missing_identity_gets_json_401_naming_the_header(gateway) -> None:

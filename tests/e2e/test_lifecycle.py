@@ -1,0 +1,113 @@
+"""Policy reload, key rotation and cut streams, through the running gateway."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from tests.e2e.harness import DELAY_HEADER, REPLAY_HEADER
+
+pytestmark = pytest.mark.e2e
+
+CHAT = "/openai/v1/chat/completions"
+BODY = {"model": "gpt-4o-mini", "max_tokens": 50, "messages": [{"role": "user", "content": "hi"}]}
+FIXTURE = "openai_chat_nonstream_docs_default"
+
+
+def _eventually(check, timeout_s: float = 10.0):
+    deadline = time.monotonic() + timeout_s
+    while True:
+        result = check()
+        if result or time.monotonic() > deadline:
+            return result
+        time.sleep(0.1)
+
+
+def test_policy_change_takes_effect_without_restart(gateway, identity) -> None:
+    original = gateway.policy_path.read_text()
+    limited = original.replace(
+        "  identities:\n",
+        f"  identities:\n    {identity}: {{capacity_usd: \"0.000001\"}}\n",
+    )
+    headers = {"x-tollgate-identity": identity, REPLAY_HEADER: FIXTURE}
+    try:
+        gateway.policy_path.write_text(limited)
+
+        refused = _eventually(lambda: gateway.client.post(CHAT, BODY, headers).status == 429)
+    finally:
+        gateway.policy_path.write_text(original)
+
+    assert refused
+    assert _eventually(lambda: gateway.client.post(CHAT, BODY, headers).status == 200)
+
+
+def test_invalid_policy_is_refused_and_the_old_one_keeps_serving(gateway, identity) -> None:
+    original = gateway.policy_path.read_text()
+    headers = {"x-tollgate-identity": identity, REPLAY_HEADER: FIXTURE}
+    try:
+        gateway.policy_path.write_text(original.replace("providers:", "providerz:"))
+        time.sleep(1.0)
+
+        status = gateway.client.post(CHAT, BODY, headers).status
+    finally:
+        gateway.policy_path.write_text(original)
+
+    assert 200 == status
+    assert "policy reload refused" in gateway.extproc.log_path.read_text()
+
+
+def test_rotated_key_file_is_used_without_restart(gateway, identity) -> None:
+    key_file = gateway.policy_path.parent / "anthropic.key"
+    original = key_file.read_text()
+    rotated = "sk-ant-rotated-" + identity
+    body = {"model": "claude-sonnet-4-5", "max_tokens": 20,
+            "messages": [{"role": "user", "content": "hi"}]}
+    headers = {"x-tollgate-identity": identity,
+               REPLAY_HEADER: "anthropic_messages_nonstream_cache"}
+    try:
+        key_file.write_text(rotated)
+
+        def upstream_saw_rotated() -> bool:
+            gateway.client.post("/anthropic/v1/messages", body, headers)
+            return gateway.standin.requests[-1].headers.get("x-api-key") == rotated
+
+        assert _eventually(upstream_saw_rotated)
+    finally:
+        key_file.write_text(original)
+
+
+def test_client_hanging_up_mid_stream_is_settled_once_with_an_estimate(
+    gateway, identity
+) -> None:
+    body = {"model": "claude-sonnet-4-20250514", "max_tokens": 300, "stream": True,
+            "messages": [{"role": "user", "content": "hi"}]}
+    headers = {"x-tollgate-identity": identity, DELAY_HEADER: "200",
+               REPLAY_HEADER: "anthropic_messages_stream_sdk_tool_use"}
+
+    head, first = gateway.client.post_and_hang_up(
+        "/anthropic/v1/messages", body, headers, after_bytes=64
+    )
+
+    settlement = gateway.ledger.settlement(head["x-tollgate-request-id"], timeout_s=20)
+    assert first
+    assert "estimated_cut" == settlement["outcome"]
+    assert settlement["cost_micro_usd"] > 0
+    time.sleep(0.5)
+    assert 1 == len(gateway.ledger.entries(head["x-tollgate-request-id"]))
+
+
+def test_access_log_carries_the_cost(gateway, identity) -> None:
+    response = gateway.client.post(CHAT, BODY, {"x-tollgate-identity": identity,
+                                                REPLAY_HEADER: FIXTURE})
+    request_id = response.headers["x-tollgate-request-id"]
+    cost = gateway.ledger.settlement(request_id)["cost_micro_usd"]
+
+    def logged() -> list[dict]:
+        lines = gateway.envoy.access_log_path.read_text().splitlines()
+        return [json.loads(line) for line in lines if request_id in line]
+
+    entries = _eventually(logged)
+    assert entries, "no access log line for the request"
+    assert str(cost) == str(entries[0]["cost_micro_usd"])

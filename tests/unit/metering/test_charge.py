@@ -1,0 +1,81 @@
+"""What a call is charged: metered, estimated, or nothing; never a silent zero."""
+
+from __future__ import annotations
+
+from extproc.metering.charge import CallFacts, decide_charge
+from extproc.metering.usage import Usage
+from extproc.providers.base import Reading
+
+USAGE = Usage(input_tokens=100, output_tokens=20)
+
+
+def _facts(**overrides) -> CallFacts:
+    base = dict(billable=True, request_bytes=4000, output_cap_tokens=500, status=200,
+                reading=Reading(usage=USAGE), response_bytes=800, response_complete=True)
+    return CallFacts(**{**base, **overrides})
+
+
+def test_complete_body_with_usage_is_metered() -> None:
+    charge = decide_charge(_facts())
+
+    assert (USAGE, False, "metered") == (charge.usage, charge.estimated, charge.outcome)
+
+
+def test_free_endpoint_is_not_charged() -> None:
+    assert (None, "free") == (decide_charge(_facts(billable=False)).usage, "free")
+
+
+def test_no_response_charges_the_reserved_output_cap() -> None:
+    charge = decide_charge(_facts(status=None, reading=None))
+
+    assert (Usage(1000, 500), True, "estimated_no_response") == (
+        charge.usage, charge.estimated, charge.outcome)
+
+
+def test_http_error_without_usage_is_not_charged() -> None:
+    charge = decide_charge(_facts(status=429, reading=Reading(usage=None, problem="error: x")))
+
+    assert (None, False, "upstream_error") == (charge.usage, charge.estimated, charge.outcome)
+
+
+def test_error_event_before_any_text_is_not_charged() -> None:
+    reading = Reading(usage=None, problem="error: overloaded_error: Overloaded")
+
+    assert "upstream_error" == decide_charge(_facts(reading=reading)).outcome
+
+
+def test_error_event_after_generated_text_is_estimated() -> None:
+    reading = Reading(usage=None, problem="error: tool_use_failed", text_chars=400)
+
+    charge = decide_charge(_facts(reading=reading))
+
+    assert ("estimated_no_usage", 100) == (charge.outcome, charge.usage.output_tokens)
+
+
+def test_success_without_usage_is_estimated_from_lengths_not_zero() -> None:
+    reading = Reading(usage=None, problem="no usage in response", text_chars=80)
+
+    charge = decide_charge(_facts(reading=reading))
+
+    assert (Usage(1000, 20), True) == (charge.usage, charge.estimated)
+
+
+def test_length_estimate_never_exceeds_the_output_cap() -> None:
+    reading = Reading(usage=None, text_chars=1_000_000)
+
+    assert 500 == decide_charge(_facts(reading=reading)).usage.output_tokens
+
+
+def test_cut_stream_keeps_reported_input_and_estimates_output() -> None:
+    partial = Usage(input_tokens=300, output_tokens=1, cache_read_tokens=200)
+    reading = Reading(usage=partial, complete=False, text_chars=400)
+
+    charge = decide_charge(_facts(reading=reading))
+
+    assert "estimated_cut" == charge.outcome
+    assert (300, 200, 100) == (charge.usage.input_tokens, charge.usage.cache_read_tokens,
+                               charge.usage.output_tokens)
+
+
+def test_response_not_finished_is_estimated_even_with_usage() -> None:
+    assert "estimated_cut" == decide_charge(_facts(response_complete=False)).outcome

@@ -1,0 +1,53 @@
+"""Credentials: read from env or file, rotated by file change, never printed."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from extproc import credentials
+from extproc.credentials import CredentialReader, Secret
+from extproc.errors import CredentialError
+from extproc.policy.model import CredentialSource
+
+
+def test_env_credential_is_read(monkeypatch) -> None:
+    monkeypatch.setenv("T_KEY", " sk-123 \n")
+
+    assert "sk-123" == CredentialReader().read(CredentialSource(env="T_KEY")).reveal()
+
+
+def test_missing_env_credential_is_an_error_naming_the_variable(monkeypatch) -> None:
+    monkeypatch.delenv("T_ABSENT", raising=False)
+
+    with pytest.raises(CredentialError, match="T_ABSENT"):
+        CredentialReader().read(CredentialSource(env="T_ABSENT"))
+
+
+def test_rotated_file_is_read_again(tmp_path: Path, monkeypatch) -> None:
+    path = tmp_path / "key"
+    path.write_text("old-key")
+    reader = CredentialReader()
+    source = CredentialSource(file=str(path))
+    assert "old-key" == reader.read(source).reveal()
+
+    path.write_text("new-key-longer")
+    os.utime(path, ns=(5 * 10**9, 5 * 10**9))
+    monkeypatch.setattr(credentials, "_FILE_RECHECK_S", 0.0)
+
+    assert "new-key-longer" == reader.read(source).reveal()
+
+
+def test_empty_file_is_an_error(tmp_path: Path) -> None:
+    (tmp_path / "key").write_text("\n")
+
+    with pytest.raises(CredentialError, match="empty"):
+        CredentialReader().read(CredentialSource(file=str(tmp_path / "key")))
+
+
+def test_secret_never_prints_its_value() -> None:
+    secret = Secret("sk-live-abc")
+
+    assert "sk-live-abc" not in f"{secret} {secret!r} {[secret]}"
