@@ -22,6 +22,9 @@ _METRICS = (
 class SpendRow:
     day: str
     identity: str
+    team: str
+    project: str
+    tool: str
     provider: str
     model: str
     requests: int = 0
@@ -40,7 +43,7 @@ def read_spend(client: redis.Redis, tenant: str, first: date, last: date) -> lis
         raw = client.hgetall(keys.spend(day.isoformat()))
         rows += _rows(day.isoformat(), raw)
         day += timedelta(days=1)
-    return sorted(rows, key=lambda r: (r.day, r.identity, r.provider, r.model))
+    return sorted(rows, key=lambda r: (r.day, r.identity, r.tool, r.provider, r.model))
 
 
 def render(rows: list[SpendRow], fmt: str) -> str:
@@ -64,16 +67,16 @@ def _rows(day: str, raw: dict[bytes, bytes]) -> list[SpendRow]:
             grouped.setdefault(dims, {})[metric] = int(value)
     rows = []
     for dims, metrics in grouped.items():
-        identity, provider, model = json.loads(dims)
-        rows.append(SpendRow(day, identity, provider, model, **metrics))
+        rows.append(SpendRow(day, *json.loads(dims), **metrics))
     return rows
 
 
 def _table(rows: list[SpendRow]) -> str:
-    header = ("day", "identity", "provider", "model", "requests", "in_tokens",
-              "out_tokens", "cost_usd", "estimated_usd")
+    header = ("day", "identity", "team", "project", "tool", "provider", "model",
+              "requests", "in_tokens", "out_tokens", "cost_usd", "estimated_usd")
     lines = [header] + [
-        (r.day, r.identity, r.provider, r.model, str(r.requests), str(r.input_tokens),
+        (r.day, r.identity, r.team or "-", r.project or "-", r.tool or "-", r.provider,
+         r.model, str(r.requests), str(r.input_tokens),
          str(r.output_tokens), format_usd(r.cost_micro_usd),
          format_usd(r.estimated_cost_micro_usd))
         for r in rows

@@ -59,10 +59,7 @@ async def _charge_estimate(store: BudgetStore, request_id: str, held: dict[str, 
         outcome=LEASE_EXPIRED,
         detail={"estimate_micro_usd": estimate},
     )
-    attribution = Attribution(
-        str(record.get("identity") or ""), str(record.get("provider") or ""),
-        str(record.get("model") or "unknown"),
-    )
+    attribution = Attribution.from_dict(record)
     buckets = [line for line in held.get("buckets", "").split("\n") if line]
     scopes = [b.split(":bucket:", 1)[1] for b in buckets if ":bucket:" in b]
 

@@ -49,14 +49,33 @@ class BucketSpec:
 
 @dataclass(frozen=True, slots=True)
 class Attribution:
-    """Who and what a call's spend is booked to."""
+    """Who and what a call's spend is booked to.
+
+    ``SPEND_DIMENSIONS`` is the order the dimensions take in a spend field;
+    an empty string means the dimension does not apply (no team, no tool).
+    """
 
     identity: str
     provider: str
     model: str
+    team: str = ""
+    project: str = ""
+    tool: str = ""
+
+    SPEND_DIMENSIONS = ("identity", "team", "project", "tool", "provider", "model")
 
     def spend_prefix(self) -> str:
-        return json.dumps([self.identity, self.provider, self.model]) + "|"
+        return json.dumps([getattr(self, name) for name in self.SPEND_DIMENSIONS]) + "|"
+
+    def as_dict(self) -> dict[str, str]:
+        return {name: getattr(self, name) for name in self.SPEND_DIMENSIONS}
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> Attribution:
+        """Rebuild from ``as_dict`` output; missing or odd values become ''."""
+        fields = {name: str(values.get(name) or "") for name in cls.SPEND_DIMENSIONS}
+        fields["model"] = fields["model"] or "unknown"
+        return cls(**fields)
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,12 +173,7 @@ class BudgetStore:
             self.keys.reservation(rid), self.keys.leases, self.keys.settled(rid),
             self.keys.ledger, self.keys.spend(day),
         ] + [self.keys.bucket(scope) for scope in buckets]
-        detail = {
-            **settlement.detail,
-            "identity": attribution.identity,
-            "provider": attribution.provider,
-            "model": attribution.model,
-        }
+        detail = {**settlement.detail, **attribution.as_dict()}
         args = [
             rid, settlement.cost_micro_usd, SETTLED_MARKER_TTL_S, SPEND_RETENTION_S,
             attribution.spend_prefix(), settlement.input_tokens,

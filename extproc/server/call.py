@@ -143,7 +143,7 @@ class Call:
             self._price()
 
         settlement = self._settlement()
-        attribution = Attribution(self.identity or "", self.route.name, self.model)
+        attribution = self.attribution()
         booked = await self._store.settle(settlement, self.reserved_scopes, attribution)
 
         log.info("call settled" if booked else "call not settled", extra=self._log_fields())
@@ -314,13 +314,16 @@ class Call:
             },
         )
 
+    def attribution(self) -> Attribution:
+        """Who and what this call's spend is booked to."""
+        return Attribution(
+            identity=self.identity or "",
+            provider=self.route.name if self.route else "",
+            model=self.model,
+        )
+
     def _record(self) -> dict[str, Any]:
-        return {
-            "identity": self.identity,
-            "provider": self.route.name if self.route else None,
-            "model": self.model,
-            "estimate_micro_usd": self.estimate_micro_usd,
-        }
+        return {**self.attribution().as_dict(), "estimate_micro_usd": self.estimate_micro_usd}
 
     def _log_fields(self) -> dict[str, Any]:
         charge = self.charge
