@@ -7,7 +7,7 @@ import json
 import logging
 import time
 
-from extproc.budgets.store import Attribution, BudgetStore, Settlement
+from extproc.budgets.store import Attribution, BucketSpec, BudgetStore, Settlement
 from extproc.errors import StoreUnavailable
 
 log = logging.getLogger(__name__)
@@ -60,10 +60,15 @@ async def _charge_estimate(store: BudgetStore, request_id: str, held: dict[str, 
         detail={"estimate_micro_usd": estimate},
     )
     attribution = Attribution.from_dict(record)
-    buckets = [line for line in held.get("buckets", "").split("\n") if line]
-    scopes = [b.split(":bucket:", 1)[1] for b in buckets if ":bucket:" in b]
+    keys = [line for line in held.get("buckets", "").split("\n") if line]
+    # The cost of -1 charges what each bucket held, so the scope is all the
+    # settlement needs of a bucket here.
+    buckets = [
+        BucketSpec(scope=key.split(":bucket:", 1)[1], capacity=0)
+        for key in keys if ":bucket:" in key
+    ]
 
-    return await store.settle(settlement, scopes, attribution)
+    return await store.settle(settlement, buckets, attribution)
 
 
 def _record(text: str) -> dict[str, object]:

@@ -1,31 +1,34 @@
 """The Lua scripts that do all budget arithmetic atomically in Redis.
 
 Every key a script touches carries the tenant's hash tag (``{tenant}``), so
-each script runs on one Redis Cluster slot. Amounts are integer micro-USD;
-Lua numbers are doubles, exact for integers below 2**53 (9e9 USD).
+each script runs on one Redis Cluster slot. Amounts are integers in the
+bucket's own unit (micro-USD for budgets, requests or tokens for rate
+limits); Lua numbers are doubles, exact for integers below 2**53.
 
-A bucket is a hash with fields ``level`` (micro-USD available, may go below
-zero when a call costs more than its estimate), ``ts`` (ms of the last
-refill), ``cap`` and ``period`` (the calendar period id; empty for a
-continuously refilled bucket).
+A bucket is a hash with fields ``level`` (what is left; may go below zero
+when a call costs more than its estimate), ``ts`` (ms of the last refill),
+``cap``, ``period`` (the calendar period id; empty for a continuously
+refilled bucket) and ``alert:<percent>`` (the period in which that soft
+limit was last reported).
 """
 
 # KEYS[1]   reservation hash        tg:{t}:resv:<request_id>
 # KEYS[2]   lease sorted set        tg:{t}:leases
 # KEYS[3..] bucket hashes, one per scope that applies
 # ARGV[1]   now, ms since the epoch
-# ARGV[2]   estimate, micro-USD
+# ARGV[2]   estimated cost, micro-USD (kept for the ledger)
 # ARGV[3]   lease deadline, ms since the epoch
 # ARGV[4]   request id
 # ARGV[5]   attribution record (opaque string kept with the reservation)
-# ARGV[6..] four per bucket, in KEYS order: capacity, refill amount,
-#           refill period ms, calendar period id ('' for a refilled bucket)
-# Returns   {1} held on every bucket
-#           {0, i, level} bucket i (1-based) cannot hold it; nothing is held
+# ARGV[6..] five per bucket, in KEYS order: capacity, refill amount,
+#           refill period ms, calendar period id ('' for a refilled bucket),
+#           amount to hold
+# Returns   {1, level_1, ..., level_n} held on every bucket (levels after)
+#           {0, i, level} bucket i (1-based) cannot hold its amount; nothing
+#           is held
 #           {-1} a reservation with this request id already exists
 RESERVE = """
 local now = tonumber(ARGV[1])
-local estimate = tonumber(ARGV[2])
 if redis.call('EXISTS', KEYS[1]) == 1 then
   return {-1}
 end
@@ -33,9 +36,10 @@ end
 local n = #KEYS - 2
 local levels, stamps = {}, {}
 for i = 1, n do
-  local at = 5 + 4 * (i - 1)
+  local at = 5 + 5 * (i - 1)
   local cap, amount = tonumber(ARGV[at + 1]), tonumber(ARGV[at + 2])
   local period_ms, period_id = tonumber(ARGV[at + 3]), ARGV[at + 4]
+  local hold = tonumber(ARGV[at + 5])
   local state = redis.call('HMGET', KEYS[i + 2], 'level', 'ts', 'period')
   local level, ts = tonumber(state[1]), tonumber(state[2])
   if level == nil or (period_id ~= '' and state[3] ~= period_id) then
@@ -52,25 +56,38 @@ for i = 1, n do
   if level > cap then
     level = cap
   end
-  if estimate > 0 and level < estimate then
+  if hold > 0 and level < hold then
     return {0, i, level}
   end
-  levels[i], stamps[i] = level, ts
+  levels[i], stamps[i] = level - hold, ts
 end
 
-local buckets, periods = {}, {}
+local buckets, periods, holds = {}, {}, {}
 for i = 1, n do
-  local at = 5 + 4 * (i - 1)
-  redis.call('HSET', KEYS[i + 2], 'level', levels[i] - estimate, 'ts', stamps[i],
+  local at = 5 + 5 * (i - 1)
+  local key = KEYS[i + 2]
+  if redis.call('HGET', key, 'period') ~= ARGV[at + 4] then
+    for _, field in ipairs(redis.call('HKEYS', key)) do
+      if string.sub(field, 1, 6) == 'alert:' then
+        redis.call('HDEL', key, field)
+      end
+    end
+  end
+  redis.call('HSET', key, 'level', levels[i], 'ts', stamps[i],
              'cap', ARGV[at + 1], 'period', ARGV[at + 4])
-  buckets[i], periods[i] = KEYS[i + 2], ARGV[at + 4]
+  buckets[i], periods[i], holds[i] = key, ARGV[at + 4], ARGV[at + 5]
 end
-redis.call('HSET', KEYS[1], 'estimate', estimate, 'created', now,
+redis.call('HSET', KEYS[1], 'estimate', ARGV[2], 'created', now,
            'buckets', table.concat(buckets, '\\n'),
-           'periods', table.concat(periods, '\\n'), 'record', ARGV[5])
+           'periods', table.concat(periods, '\\n'),
+           'holds', table.concat(holds, '\\n'), 'record', ARGV[5])
 redis.call('PEXPIREAT', KEYS[1], tonumber(ARGV[3]) + 604800000)
 redis.call('ZADD', KEYS[2], ARGV[3], ARGV[4])
-return {1}
+local reply = {1}
+for i = 1, n do
+  reply[i + 1] = levels[i]
+end
+return reply
 """
 
 # KEYS[1]   reservation hash        tg:{t}:resv:<request_id>
@@ -78,7 +95,8 @@ return {1}
 # KEYS[3]   settled marker          tg:{t}:settled:<request_id>
 # KEYS[4]   ledger stream           tg:{t}:ledger
 # KEYS[5]   spend hash of the day   tg:{t}:spend:<yyyy-mm-dd>
-# KEYS[6..] the bucket hashes the reservation holds, in reservation order
+# KEYS[6]   soft-limit event stream tg:{t}:events
+# KEYS[7..] the bucket hashes the reservation holds, in reservation order
 # ARGV[1]   request id
 # ARGV[2]   cost, micro-USD; -1 charges the reserved estimate (lease expiry)
 # ARGV[3]   settled-marker lifetime, s
@@ -88,7 +106,12 @@ return {1}
 # ARGV[8]   '1' when the cost is an estimate, else '0'
 # ARGV[9]   ledger length cap (approximate trimming)
 # ARGV[10]  ledger detail (JSON of the call, without the cost)
-# ARGV[11]  outcome word for the ledger (metered, estimated, lease_expired, ...)
+# ARGV[11]  outcome word for the ledger (metered, estimated_cut, ...)
+# ARGV[12]  now, ms since the epoch
+# ARGV[13..] two per bucket, in KEYS order: the amount actually used
+#           (-1: what was held), soft limits as comma-separated percents;
+#           then any further spend field prefixes (custom attribution), each
+#           booked with the cost and one request
 # Returns   {1, cost} settled now
 #           {0, 'settled'} this request was settled before: nothing changes
 #           {0, 'unknown'} no reservation with this id: nothing changes
@@ -96,30 +119,59 @@ SETTLE = """
 if redis.call('EXISTS', KEYS[3]) == 1 then
   return {0, 'settled'}
 end
-local held = redis.call('HMGET', KEYS[1], 'estimate', 'periods')
+local held = redis.call('HMGET', KEYS[1], 'estimate', 'periods', 'holds')
 local estimate = tonumber(held[1])
 if estimate == nil then
   return {0, 'unknown'}
+end
+
+local function lines(text)
+  local out = {}
+  for line in string.gmatch((text or '') .. '\\n', '([^\\n]*)\\n') do
+    table.insert(out, line)
+  end
+  return out
 end
 
 local cost = tonumber(ARGV[2])
 if cost < 0 then
   cost = estimate
 end
-local periods = {}
-for period in string.gmatch((held[2] or '') .. '\\n', '([^\\n]*)\\n') do
-  table.insert(periods, period)
-end
-for i = 6, #KEYS do
+local periods, holds = lines(held[2]), lines(held[3])
+for i = 7, #KEYS do
+  local b = i - 6
+  local hold = tonumber(holds[b]) or 0
+  local used = tonumber(ARGV[11 + 2 * b])
+  if used < 0 then
+    used = hold
+  end
   local state = redis.call('HMGET', KEYS[i], 'period', 'cap')
-  local refund = estimate
-  if (state[1] or '') ~= (periods[i - 5] or '') then
+  local refund = hold
+  if (state[1] or '') ~= (periods[b] or '') then
     refund = 0
   end
-  local level = redis.call('HINCRBY', KEYS[i], 'level', refund - cost)
+  local level = redis.call('HINCRBY', KEYS[i], 'level', refund - used)
   local cap = tonumber(state[2])
   if cap ~= nil and level > cap then
+    level = cap
     redis.call('HSET', KEYS[i], 'level', cap)
+  end
+  if cap ~= nil and cap > 0 then
+    local spent = cap - level
+    for percent in string.gmatch(ARGV[12 + 2 * b], '([^,]+)') do
+      local field = 'alert:' .. percent
+      local marker = state[1] or ''
+      if spent * 100 >= tonumber(percent) * cap then
+        if redis.call('HEXISTS', KEYS[i], field) == 0 then
+          redis.call('HSET', KEYS[i], field, marker)
+          redis.call('XADD', KEYS[6], 'MAXLEN', '~', 100000, '*',
+                     'bucket', KEYS[i], 'percent', percent, 'spent', spent,
+                     'capacity', cap, 'period', marker, 'at_ms', ARGV[12])
+        end
+      elseif marker == '' then
+        redis.call('HDEL', KEYS[i], field)
+      end
+    end
   end
 end
 
@@ -133,6 +185,10 @@ redis.call('HINCRBY', KEYS[5], prefix .. 'input_tokens', tonumber(ARGV[6]))
 redis.call('HINCRBY', KEYS[5], prefix .. 'output_tokens', tonumber(ARGV[7]))
 if ARGV[8] == '1' then
   redis.call('HINCRBY', KEYS[5], prefix .. 'estimated_cost_micro_usd', cost)
+end
+for j = 13 + 2 * (#KEYS - 6), #ARGV do
+  redis.call('HINCRBY', KEYS[5], ARGV[j] .. 'cost_micro_usd', cost)
+  redis.call('HINCRBY', KEYS[5], ARGV[j] .. 'requests', 1)
 end
 redis.call('EXPIRE', KEYS[5], tonumber(ARGV[4]))
 redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[9], '*', 'request_id', ARGV[1],

@@ -31,20 +31,48 @@ SPEND_RETENTION_S = 400 * 86_400
 LEDGER_MAX_ENTRIES = 1_000_000
 
 
+UNIT_MICRO_USD = "micro_usd"
+UNIT_REQUESTS = "requests"
+UNIT_TOKENS = "tokens"
+
+
 @dataclass(frozen=True, slots=True)
 class BucketSpec:
-    """One budget that applies to a call.
+    """One budget or rate limit that applies to a call.
 
-    ``scope`` names the owner (``user:alice``); the bucket holds at most
-    ``capacity_micro_usd`` and regains ``refill_micro_usd`` every
-    ``refill_period_ms``, pro rata.
+    ``scope`` names the owner and kind (``user:alice``, ``team:platform``,
+    ``user:alice#rpm``); ``unit`` is what the bucket counts. A refilled
+    bucket holds at most ``capacity`` and regains ``refill`` every
+    ``refill_period_ms``, pro rata. A calendar bucket (``period_id`` set)
+    starts full in each period and is empty until ``resets_at_ms`` once
+    spent. ``soft_limits`` are percents of capacity whose crossing is
+    reported once per period.
     """
 
     scope: str
-    capacity_micro_usd: int
-    refill_micro_usd: int
-    refill_period_ms: int
+    capacity: int
+    refill: int = 0
+    refill_period_ms: int = 86_400_000
+    unit: str = UNIT_MICRO_USD
     period_id: str = ""
+    resets_at_ms: int | None = None
+    soft_limits: tuple[int, ...] = ()
+
+    def hold(self, estimate_micro_usd: int, estimate_tokens: int) -> int:
+        """What one call holds on this bucket before it runs."""
+        if self.unit == UNIT_REQUESTS:
+            return 1
+        if self.unit == UNIT_TOKENS:
+            return estimate_tokens
+        return estimate_micro_usd
+
+    def used(self, settlement: Settlement) -> int:
+        """What one call used of this bucket; -1 for what it held."""
+        if settlement.cost_micro_usd < 0 or self.unit == UNIT_REQUESTS:
+            return -1
+        if self.unit == UNIT_TOKENS:
+            return settlement.input_tokens + settlement.output_tokens
+        return settlement.cost_micro_usd
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,21 +89,32 @@ class Attribution:
     team: str = ""
     project: str = ""
     tool: str = ""
+    labels: tuple[tuple[str, str], ...] = ()  # custom attribution, key=value
 
     SPEND_DIMENSIONS = ("identity", "team", "project", "tool", "provider", "model")
 
     def spend_prefix(self) -> str:
         return json.dumps([getattr(self, name) for name in self.SPEND_DIMENSIONS]) + "|"
 
-    def as_dict(self) -> dict[str, str]:
-        return {name: getattr(self, name) for name in self.SPEND_DIMENSIONS}
+    def label_prefixes(self) -> list[str]:
+        """Spend field prefixes of the custom attribution labels."""
+        return [json.dumps(["label", key, value]) + "|" for key, value in self.labels]
+
+    def as_dict(self) -> dict[str, Any]:
+        values: dict[str, Any] = {n: getattr(self, n) for n in self.SPEND_DIMENSIONS}
+        if self.labels:
+            values["labels"] = dict(self.labels)
+        return values
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> Attribution:
         """Rebuild from ``as_dict`` output; missing or odd values become ''."""
         fields = {name: str(values.get(name) or "") for name in cls.SPEND_DIMENSIONS}
         fields["model"] = fields["model"] or "unknown"
-        return cls(**fields)
+        labels = values.get("labels")
+        pairs = tuple(sorted((str(k), str(v)) for k, v in labels.items())) if isinstance(
+            labels, dict) else ()
+        return cls(**fields, labels=pairs)
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +153,10 @@ class Keys:
     def ledger(self) -> str:
         return f"{self.prefix}ledger"
 
+    @property
+    def events(self) -> str:
+        return f"{self.prefix}events"
+
     def spend(self, day: str) -> str:
         return f"{self.prefix}spend:{day}"
 
@@ -129,12 +172,13 @@ class BudgetStore:
         self._settle = client.register_script(SETTLE)
 
     async def reserve(
-        self, request_id: str, estimate_micro_usd: int, buckets: list[BucketSpec],
-        *, record: dict[str, Any], now_ms: int,
-    ) -> None:
-        """Hold ``estimate_micro_usd`` on every bucket, or on none.
+        self, request_id: str, buckets: list[BucketSpec], *, estimate_micro_usd: int,
+        estimate_tokens: int, record: dict[str, Any], now_ms: int,
+    ) -> list[int]:
+        """Hold the estimate on every bucket, or on none.
 
-        Raises ``BudgetExceeded`` when a bucket cannot hold it, and
+        Returns each bucket's level after the hold, in ``buckets`` order.
+        Raises ``BudgetExceeded`` naming the bucket that cannot hold it, and
         ``StoreUnavailable`` when Redis does not answer.
         """
         keys = [self.keys.reservation(request_id), self.keys.leases]
@@ -145,8 +189,8 @@ class BudgetStore:
         ]
         for bucket in buckets:
             args += [
-                bucket.capacity_micro_usd, bucket.refill_micro_usd,
-                bucket.refill_period_ms, bucket.period_id,
+                bucket.capacity, bucket.refill, bucket.refill_period_ms, bucket.period_id,
+                bucket.hold(estimate_micro_usd, estimate_tokens),
             ]
 
         reply = await self._call(self._reserve, keys, args)
@@ -155,31 +199,38 @@ class BudgetStore:
             raise StoreUnavailable(f"reservation {request_id} exists already")
         if reply[0] == 0:
             refused = buckets[int(reply[1]) - 1]
-            raise _refusal(refused, int(reply[2]), estimate_micro_usd)
+            held = refused.hold(estimate_micro_usd, estimate_tokens)
+            raise _refusal(refused, int(reply[2]), held, now_ms)
+        return [int(level) for level in reply[1:]]
 
     async def settle(
-        self, settlement: Settlement, buckets: list[str], attribution: Attribution,
+        self, settlement: Settlement, buckets: list[BucketSpec], attribution: Attribution,
         *, now: datetime | None = None,
     ) -> bool:
         """Book ``settlement``; True if it was booked now, False if the
         request was settled before or holds no reservation.
 
-        ``buckets`` are the scopes the reservation holds, in reservation
-        order. A cost of -1 charges the reserved estimate.
+        ``buckets`` are those the reservation holds, in reservation order. A
+        cost of -1 charges what was held (the estimate).
         """
-        day = (now or datetime.now(UTC)).strftime("%Y-%m-%d")
+        now = now or datetime.now(UTC)
+        day = now.strftime("%Y-%m-%d")
         rid = settlement.request_id
         keys = [
             self.keys.reservation(rid), self.keys.leases, self.keys.settled(rid),
-            self.keys.ledger, self.keys.spend(day),
-        ] + [self.keys.bucket(scope) for scope in buckets]
+            self.keys.ledger, self.keys.spend(day), self.keys.events,
+        ] + [self.keys.bucket(b.scope) for b in buckets]
         detail = {**settlement.detail, **attribution.as_dict()}
         args = [
             rid, settlement.cost_micro_usd, SETTLED_MARKER_TTL_S, SPEND_RETENTION_S,
             attribution.spend_prefix(), settlement.input_tokens,
             settlement.output_tokens, "1" if settlement.estimated else "0",
             LEDGER_MAX_ENTRIES, json.dumps(detail, sort_keys=True), settlement.outcome,
+            int(now.timestamp() * 1000),
         ]
+        for bucket in buckets:
+            args += [bucket.used(settlement), ",".join(map(str, bucket.soft_limits))]
+        args += attribution.label_prefixes()
 
         reply = await self._call(self._settle, keys, args)
 
@@ -214,20 +265,31 @@ class BudgetStore:
             raise StoreUnavailable(f"redis did not answer: {type(exc).__name__}") from exc
 
 
-def _refusal(bucket: BucketSpec, level: int, estimate: int) -> BudgetExceeded:
-    retry_after_s = _seconds_until(bucket, estimate - level)
-    message = (
-        f"budget of {bucket.scope} cannot cover this request: estimated "
-        f"{format_usd(estimate)} USD, available {format_usd(max(level, 0))} USD"
+def _refusal(bucket: BucketSpec, level: int, held: int, now_ms: int) -> BudgetExceeded:
+    retry_after_s = _seconds_until(bucket, held - level, now_ms)
+    if bucket.unit == UNIT_MICRO_USD:
+        message = (
+            f"budget of {bucket.scope} cannot cover this request: estimated "
+            f"{format_usd(held)} USD, available {format_usd(max(level, 0))} USD"
+        )
+    else:
+        message = (
+            f"rate limit of {bucket.scope} reached: this request needs {held} "
+            f"{bucket.unit}, {max(level, 0)} left"
+        )
+    return BudgetExceeded(
+        f"{message}; retry in {retry_after_s} s",
+        scope=bucket.scope, retry_after_s=retry_after_s,
     )
-    return BudgetExceeded(message, scope=bucket.scope, retry_after_s=retry_after_s)
 
 
-def _seconds_until(bucket: BucketSpec, missing_micro_usd: int) -> int:
-    if bucket.refill_micro_usd <= 0 or missing_micro_usd > bucket.capacity_micro_usd:
-        # Refill can never cover it: point at a full refill period.
+def _seconds_until(bucket: BucketSpec, missing: int, now_ms: int) -> int:
+    """When the bucket can hold ``missing`` more; a full period if never."""
+    if bucket.period_id and bucket.resets_at_ms is not None:
+        return max(1, math.ceil((bucket.resets_at_ms - now_ms) / 1000))
+    if bucket.refill <= 0 or missing > bucket.capacity:
         return max(1, math.ceil(bucket.refill_period_ms / 1000))
-    wait_ms = missing_micro_usd * bucket.refill_period_ms / bucket.refill_micro_usd
+    wait_ms = missing * bucket.refill_period_ms / bucket.refill
     return max(1, math.ceil(wait_ms / 1000))
 
 

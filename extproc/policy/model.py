@@ -11,6 +11,8 @@ import re
 from decimal import Decimal
 from typing import Annotated, Literal
 
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from extproc.money import usd_to_micro
@@ -97,12 +99,23 @@ class Identity(_Strict):
 
 
 class Budget(_Strict):
-    """A token bucket in USD: ``capacity_usd``, refilled by ``refill_usd``
-    every ``refill_every`` (continuously, pro rata)."""
+    """A budget in USD, of one of two kinds.
 
-    capacity_usd: Usd
+    - A token bucket: ``capacity_usd``, regaining ``refill_usd`` every
+      ``refill_every``, pro rata.
+    - A calendar budget: ``amount_usd`` per ``period`` (day, week, month,
+      quarter), reset at the period's start in the policy's time zone.
+
+    ``soft_limits_percent`` are spend levels (percent of the capacity or
+    amount) reported once per period on the events stream.
+    """
+
+    capacity_usd: Usd | None = None
     refill_usd: Usd = Decimal(0)
     refill_every: str = "1d"
+    amount_usd: Usd | None = None
+    period: Literal["day", "week", "month", "quarter"] | None = None
+    soft_limits_percent: tuple[Annotated[int, Field(gt=0, le=100)], ...] = ()
 
     @field_validator("refill_every")
     @classmethod
@@ -110,9 +123,24 @@ class Budget(_Strict):
         duration_ms(value)
         return value
 
+    @model_validator(mode="after")
+    def _one_kind(self) -> Budget:
+        bucket, calendar = self.capacity_usd is not None, self.amount_usd is not None
+        if bucket == calendar:
+            raise ValueError(
+                "give either capacity_usd (a refilled bucket) or amount_usd with "
+                "period (a calendar budget)"
+            )
+        if calendar and self.period is None:
+            raise ValueError("a calendar budget (amount_usd) needs a period")
+        if bucket and self.period is not None:
+            raise ValueError("period belongs to calendar budgets (amount_usd)")
+        return self
+
     @property
     def capacity_micro_usd(self) -> int:
-        return usd_to_micro(self.capacity_usd)
+        return usd_to_micro(self.capacity_usd if self.capacity_usd is not None
+                            else self.amount_usd or Decimal(0))
 
     @property
     def refill_micro_usd(self) -> int:
@@ -123,11 +151,55 @@ class Budget(_Strict):
         return duration_ms(self.refill_every)
 
 
-class Budgets(_Strict):
-    """The default budget of every identity, and named exceptions."""
+class RateLimits(_Strict):
+    """Requests and tokens per minute; a limit left out does not apply."""
 
-    default: Budget | None = None
-    identities: dict[str, Budget] = {}
+    requests_per_minute: int | None = Field(default=None, gt=0)
+    tokens_per_minute: int | None = Field(default=None, gt=0)
+
+
+class Limits(_Strict):
+    """What applies to one scope: a budget and rate limits, both optional."""
+
+    budget: Budget | None = None
+    rate_limits: RateLimits | None = None
+
+
+class Member(_Strict):
+    """Where an identity belongs in the organisation."""
+
+    team: str | None = None
+    project: str | None = None
+
+
+class ToolPattern(_Strict):
+    """A User-Agent prefix that names a tool."""
+
+    name: str
+    user_agent_prefix: str
+
+
+class ToolLimits(_Strict):
+    """Limits for one tool: per user of the tool, and for the tool overall."""
+
+    per_user: Limits | None = None
+    overall: Limits | None = None
+
+
+class Tools(_Strict):
+    """How the calling tool is recognised and what it may spend."""
+
+    header: str = "x-tollgate-tool"
+    patterns: tuple[ToolPattern, ...] = ()
+    limits: dict[str, ToolLimits] = {}
+
+
+class AttributionHeader(_Strict):
+    """A client header of ``key=value`` pairs that adds spend dimensions."""
+
+    header: str = "x-tollgate-attribution"
+    max_pairs: int = Field(default=8, gt=0, le=64)
+    max_bytes: int = Field(default=512, gt=0, le=8192)
 
 
 class ModelPrice(_Strict):
@@ -165,9 +237,16 @@ class Policy(_Strict):
 
     version: Literal[1] = 1
     tenant: str = "default"
+    timezone: str = "UTC"
     identity: Identity = Identity()
     providers: dict[str, Provider]
-    budgets: Budgets = Budgets()
+    directory: dict[str, Member] = {}
+    organisation: Limits = Limits()
+    teams: dict[str, Limits] = {}
+    projects: dict[str, Limits] = {}
+    users: dict[str, Limits] = {}
+    tools: Tools = Tools()
+    attribution: AttributionHeader = AttributionHeader()
     pricing: Pricing = Pricing()
 
     @field_validator("tenant")
@@ -175,6 +254,15 @@ class Policy(_Strict):
     def _tenant_shape(cls, value: str) -> str:
         if not _TENANT.match(value):
             raise ValueError("tenant is 1-64 of letters, digits, '_', '.', '-'")
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown time zone {value!r}") from exc
         return value
 
     @model_validator(mode="after")
@@ -188,4 +276,15 @@ class Policy(_Strict):
                 )
             if prefix is not None:
                 seen[prefix] = name
+        return self
+
+    @model_validator(mode="after")
+    def _directory_names_known(self) -> Policy:
+        for identity, member in self.directory.items():
+            if member.team is not None and member.team not in self.teams:
+                raise ValueError(f"directory.{identity}.team names unknown team {member.team!r}")
+            if member.project is not None and member.project not in self.projects:
+                raise ValueError(
+                    f"directory.{identity}.project names unknown project {member.project!r}"
+                )
         return self

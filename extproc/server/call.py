@@ -12,16 +12,18 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+from datetime import UTC, datetime
 from typing import Any
 
 from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 
-from extproc.budgets.store import Attribution, Settlement
+from extproc.budgets.scopes import Caller
+from extproc.budgets.store import Attribution, BucketSpec, Settlement
 from extproc.credentials import CLIENT_CREDENTIAL_HEADERS
+from extproc.identity import identity_from, labels_from, tool_from
 from extproc.errors import (
     CredentialError,
     EndpointNotAllowed,
-    IdentityMissing,
     RouteUnknown,
     ServiceUnavailable,
     StoreUnavailable,
@@ -36,7 +38,6 @@ from extproc.server.runtime import Route, Runtime
 
 log = logging.getLogger(__name__)
 
-MAX_IDENTITY_LENGTH = 256
 REQUEST_ID_HEADER = "x-tollgate-request-id"
 _BODYLESS_METHODS = ("GET", "HEAD", "DELETE", "OPTIONS")
 
@@ -53,12 +54,15 @@ class Call:
         self.route: Route | None = None
         self.endpoint: Endpoint | None = None
         self.identity: str | None = None
+        self.caller: Caller | None = None
+        self.labels: tuple[tuple[str, str], ...] = ()
         self.upstream_path = ""
         self.method = ""
         self.facts: RequestFacts | None = None
         self.model = "unknown"
         self.estimate_micro_usd = 0
-        self.reserved_scopes: list[str] | None = None
+        self.reserved: list[BucketSpec] | None = None
+        self.levels: list[int] = []
         self.output_cap_tokens = 0
         self.request_bytes = 0
 
@@ -80,7 +84,10 @@ class Call:
         headers = messages.header_map(message)
         self.method = headers.get(":method", "")
         self.route, self.upstream_path = self._route(headers)
-        self.identity = self._identity(headers)
+        self.identity = identity_from(headers, self.runtime.identity_header)
+        policy = self.runtime.policy
+        self.caller = self.runtime.caller(self.identity, tool_from(headers, policy.tools))
+        self.labels = labels_from(headers, policy.attribution)
         self.endpoint = self.route.family.endpoint_for(self.method, self.upstream_path)
         if self.endpoint is None:
             self._check_passthrough()
@@ -113,7 +120,7 @@ class Call:
         headers = messages.header_map(message)
         self.status = _status(headers.get(":status", ""))
         set_headers = {REQUEST_ID_HEADER: self.request_id}
-        if self.reserved_scopes is None:
+        if self.reserved is None:
             self.finished = True
             return messages.response_headers_reply(set_headers, skip_body=True)
 
@@ -136,7 +143,7 @@ class Call:
 
     async def close(self) -> None:
         """Settle exactly once. Safe to call any number of times."""
-        if self._settled or self.reserved_scopes is None:
+        if self._settled or self.reserved is None:
             return
         self._settled = True
         if self.charge is None:
@@ -144,7 +151,7 @@ class Call:
 
         settlement = self._settlement()
         attribution = self.attribution()
-        booked = await self._store.settle(settlement, self.reserved_scopes, attribution)
+        booked = await self._store.settle(settlement, self.reserved, attribution)
 
         log.info("call settled" if booked else "call not settled", extra=self._log_fields())
 
@@ -157,7 +164,7 @@ class Call:
         fields: dict[str, Any] = {
             "request_id": self.request_id,
             "identity": self.identity or "",
-            "decision": "allowed" if self.reserved_scopes is not None else "unmetered",
+            "decision": "allowed" if self.reserved is not None else "unmetered",
         }
         if self.cost_micro_usd is not None and self.charge is not None:
             fields["cost_micro_usd"] = self.cost_micro_usd
@@ -176,20 +183,6 @@ class Call:
                 f"known route prefixes: {prefixes}"
             )
         return found
-
-    def _identity(self, headers: dict[str, str]) -> str:
-        header = self.runtime.identity_header
-        value = headers.get(header, "").strip()
-        if not value:
-            raise IdentityMissing(
-                f"this gateway needs the caller's identity in the {header} header"
-            )
-        if len(value) > MAX_IDENTITY_LENGTH or not value.isprintable():
-            raise IdentityMissing(
-                f"the {header} header must be printable text of at most "
-                f"{MAX_IDENTITY_LENGTH} characters"
-            )
-        return value
 
     def _check_passthrough(self) -> None:
         assert self.route is not None
@@ -220,19 +213,22 @@ class Call:
 
     async def _reserve(self) -> None:
         assert self.route is not None and self.facts is not None
+        assert self.caller is not None
         pricer = self.runtime.pricer
         self.output_cap_tokens = self.facts.max_output_tokens or pricer.max_output_tokens(
             self.route.name, self.facts.model
         )
+        estimate = Usage(self.facts.input_estimate_tokens, self.output_cap_tokens)
         if self.endpoint is not None and self.endpoint.billable:
-            estimate = Usage(self.facts.input_estimate_tokens, self.output_cap_tokens)
             self.estimate_micro_usd = self._price_usage(estimate).cost_micro_usd
-        buckets = self.runtime.buckets_for(self.identity or "")
+        now = datetime.now(UTC)
+        buckets = self.runtime.buckets_for(self.caller, now)
 
         try:
-            await self._store.reserve(
-                self.request_id, self.estimate_micro_usd, buckets,
-                record=self._record(), now_ms=int(time.time() * 1000),
+            self.levels = await self._store.reserve(
+                self.request_id, buckets, estimate_micro_usd=self.estimate_micro_usd,
+                estimate_tokens=estimate.total_tokens, record=self._record(),
+                now_ms=int(now.timestamp() * 1000),
             )
         except StoreUnavailable as exc:
             log.warning(
@@ -244,7 +240,7 @@ class Call:
                 headers={"retry-after": "1"},
             ) from exc
 
-        self.reserved_scopes = [b.scope for b in buckets]
+        self.reserved = buckets
 
     def _open_reader(self, headers: dict[str, str]) -> None:
         assert self.route is not None and self.endpoint is not None
@@ -316,10 +312,15 @@ class Call:
 
     def attribution(self) -> Attribution:
         """Who and what this call's spend is booked to."""
+        caller = self.caller
         return Attribution(
             identity=self.identity or "",
             provider=self.route.name if self.route else "",
             model=self.model,
+            team=(caller.team or "") if caller else "",
+            project=(caller.project or "") if caller else "",
+            tool=(caller.tool or "") if caller else "",
+            labels=self.labels,
         )
 
     def _record(self) -> dict[str, Any]:

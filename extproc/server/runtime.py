@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 
+from extproc.budgets.scopes import Caller, buckets_for, caller_for
 from extproc.budgets.store import BucketSpec, BudgetStore
 from extproc.credentials import CredentialReader, Secret
-from extproc.policy.model import Budget, Policy, Provider
+from extproc.policy.model import Policy, Provider
 from extproc.pricing import Pricer
 from extproc.providers import ProviderFamily, family
 
@@ -70,20 +72,9 @@ class Runtime:
             return None
         return self._credentials.read(route.config.credential)
 
-    def buckets_for(self, identity: str) -> list[BucketSpec]:
-        """Every budget that applies to ``identity``, widest last."""
-        budgets = self.policy.budgets
-        budget = budgets.identities.get(identity, budgets.default)
-        if budget is None:
-            return []
-        return [_bucket(f"user:{identity}", budget)]
+    def caller(self, identity: str, tool: str | None) -> Caller:
+        return caller_for(self.policy, identity, tool)
 
-
-def _bucket(scope: str, budget: Budget) -> BucketSpec:
-    return BucketSpec(
-        scope=scope,
-        capacity_micro_usd=budget.capacity_micro_usd,
-        refill_micro_usd=budget.refill_micro_usd,
-        refill_period_ms=budget.refill_period_ms,
-    )
-
+    def buckets_for(self, caller: Caller, now: datetime) -> list[BucketSpec]:
+        """Every budget and rate limit that applies to ``caller``."""
+        return buckets_for(self.policy, caller, now)

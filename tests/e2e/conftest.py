@@ -34,10 +34,11 @@ providers:
     family: anthropic
     route_prefix: /anthropic
     credential: {{file: {anthropic_key_file}}}
-budgets:
-  default: {{capacity_usd: "1000", refill_usd: "1000", refill_every: 1d}}
-  identities:
-    nearly-broke: {{capacity_usd: "0.000100", refill_usd: "0.000001", refill_every: 1d}}
+users:
+  default:
+    budget: {{capacity_usd: "1000", refill_usd: "1000", refill_every: 1d}}
+  nearly-broke:
+    budget: {{capacity_usd: "0.000100", refill_usd: "0.000001", refill_every: 1d}}
 pricing:
   default_max_output_tokens: 1024
 """

@@ -28,8 +28,8 @@ def _eventually(check, timeout_s: float = 10.0):
 def test_policy_change_takes_effect_without_restart(gateway, identity) -> None:
     original = gateway.policy_path.read_text()
     limited = original.replace(
-        "  identities:\n",
-        f"  identities:\n    {identity}: {{capacity_usd: \"0.000001\"}}\n",
+        "users:\n",
+        f"users:\n  {identity}:\n    budget: {{capacity_usd: \"0.000001\"}}\n",
     )
     headers = {"x-tollgate-identity": identity, REPLAY_HEADER: FIXTURE}
     try:

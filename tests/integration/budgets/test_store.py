@@ -29,6 +29,12 @@ def _bucket(capacity: int, refill: int = 0, period_ms: int = DAY_MS) -> BucketSp
     return BucketSpec("user:alice", capacity, refill, period_ms)
 
 
+async def _reserve(store, request_id, estimate, buckets, now_ms=NOW_MS, record=None,
+                   tokens=0):
+    return await store.reserve(request_id, buckets, estimate_micro_usd=estimate,
+                               estimate_tokens=tokens, record=record or {}, now_ms=now_ms)
+
+
 def _settlement(request_id: str, cost: int) -> Settlement:
     return Settlement(request_id, cost, 10, 5, False, "metered", {})
 
@@ -41,16 +47,16 @@ async def _level(store: BudgetStore, scope: str = "user:alice") -> int:
 
 
 async def test_new_bucket_starts_full_and_reservation_holds_estimate(store) -> None:
-    await store.reserve("r1", 300, [_bucket(1000)], record={}, now_ms=NOW_MS)
+    await _reserve(store, "r1", 300, [_bucket(1000)], now_ms=NOW_MS)
 
     assert 700 == await _level(store)
 
 
 async def test_reservation_over_the_level_is_refused_and_holds_nothing(store) -> None:
-    await store.reserve("r1", 800, [_bucket(1000)], record={}, now_ms=NOW_MS)
+    await _reserve(store, "r1", 800, [_bucket(1000)], now_ms=NOW_MS)
 
     with pytest.raises(BudgetExceeded) as refused:
-        await store.reserve("r2", 300, [_bucket(1000, 1000)], record={}, now_ms=NOW_MS)
+        await _reserve(store, "r2", 300, [_bucket(1000, 1000)], now_ms=NOW_MS)
 
     assert "user:alice" == refused.value.scope
     assert 200 == await _level(store)
@@ -59,28 +65,28 @@ async def test_reservation_over_the_level_is_refused_and_holds_nothing(store) ->
 
 async def test_refusal_says_when_the_refill_covers_the_estimate(store) -> None:
     bucket = _bucket(1000, refill=100, period_ms=1000)
-    await store.reserve("r1", 1000, [bucket], record={}, now_ms=NOW_MS)
+    await _reserve(store, "r1", 1000, [bucket], now_ms=NOW_MS)
 
     with pytest.raises(BudgetExceeded) as refused:
-        await store.reserve("r2", 250, [bucket], record={}, now_ms=NOW_MS)
+        await _reserve(store, "r2", 250, [bucket], now_ms=NOW_MS)
 
     assert 3 == refused.value.retry_after_s
 
 
 async def test_settlement_replaces_the_estimate_with_the_cost(store) -> None:
-    await store.reserve("r1", 300, [_bucket(1000)], record={}, now_ms=NOW_MS)
+    await _reserve(store, "r1", 300, [_bucket(1000)], now_ms=NOW_MS)
 
-    booked = await store.settle(_settlement("r1", 120), ["user:alice"], ALICE)
+    booked = await store.settle(_settlement("r1", 120), [_bucket(1000)], ALICE)
 
     assert booked is True
     assert 880 == await _level(store)
 
 
 async def test_settlement_replayed_charges_once(store) -> None:
-    await store.reserve("r1", 300, [_bucket(1000)], record={}, now_ms=NOW_MS)
+    await _reserve(store, "r1", 300, [_bucket(1000)], now_ms=NOW_MS)
 
-    first = await store.settle(_settlement("r1", 120), ["user:alice"], ALICE)
-    second = await store.settle(_settlement("r1", 120), ["user:alice"], ALICE)
+    first = await store.settle(_settlement("r1", 120), [_bucket(1000)], ALICE)
+    second = await store.settle(_settlement("r1", 120), [_bucket(1000)], ALICE)
 
     assert (True, False) == (first, second)
     assert 880 == await _level(store)
@@ -88,28 +94,28 @@ async def test_settlement_replayed_charges_once(store) -> None:
 
 
 async def test_cost_above_estimate_drives_the_level_below_zero(store) -> None:
-    await store.reserve("r1", 100, [_bucket(1000)], record={}, now_ms=NOW_MS)
+    await _reserve(store, "r1", 100, [_bucket(1000)], now_ms=NOW_MS)
 
-    await store.settle(_settlement("r1", 1500), ["user:alice"], ALICE)
+    await store.settle(_settlement("r1", 1500), [_bucket(1000)], ALICE)
 
     assert -500 == await _level(store)
 
 
 async def test_refill_is_pro_rata_and_capped(store) -> None:
     bucket = _bucket(1000, refill=1000, period_ms=10_000)
-    await store.reserve("r1", 1000, [bucket], record={}, now_ms=NOW_MS)
-    await store.settle(_settlement("r1", 1000), ["user:alice"], ALICE)
+    await _reserve(store, "r1", 1000, [bucket], now_ms=NOW_MS)
+    await store.settle(_settlement("r1", 1000), [_bucket(1000)], ALICE)
 
-    await store.reserve("r2", 0, [bucket], record={}, now_ms=NOW_MS + 2_500)
+    await _reserve(store, "r2", 0, [bucket], now_ms=NOW_MS + 2_500)
     assert 250 == await _level(store)
 
-    await store.reserve("r3", 0, [bucket], record={}, now_ms=NOW_MS + 60_000)
+    await _reserve(store, "r3", 0, [bucket], now_ms=NOW_MS + 60_000)
     assert 1000 == await _level(store)
 
 
 async def test_spend_is_booked_by_identity_provider_and_model(store) -> None:
-    await store.reserve("r1", 300, [_bucket(1000)], record={}, now_ms=NOW_MS)
-    await store.settle(_settlement("r1", 120), ["user:alice"], ALICE)
+    await _reserve(store, "r1", 300, [_bucket(1000)], now_ms=NOW_MS)
+    await store.settle(_settlement("r1", 120), [_bucket(1000)], ALICE)
 
     keys = await store._redis.keys(store.keys.spend("*"))
     fields = await store._redis.hgetall(keys[0])
@@ -124,7 +130,7 @@ async def test_concurrent_reservations_never_overshoot(store) -> None:
 
     async def attempt(i: int) -> bool:
         try:
-            await store.reserve(f"r{i}", 300, [bucket], record={}, now_ms=NOW_MS)
+            await _reserve(store, f"r{i}", 300, [bucket], now_ms=NOW_MS)
         except BudgetExceeded:
             return False
         return True
@@ -136,19 +142,18 @@ async def test_concurrent_reservations_never_overshoot(store) -> None:
 
 
 async def test_expired_lease_is_charged_at_the_estimate_once(store) -> None:
-    await store.reserve("r1", 300, [_bucket(1000)], record={"identity": "alice"},
-                        now_ms=NOW_MS)
+    await _reserve(store, "r1", 300, [_bucket(1000)], now_ms=NOW_MS, record={"identity": "alice"})
 
     charged = await settle_expired_leases(store, now_ms=NOW_MS + 61_000)
     again = await settle_expired_leases(store, now_ms=NOW_MS + 62_000)
-    late = await store.settle(_settlement("r1", 10), ["user:alice"], ALICE)
+    late = await store.settle(_settlement("r1", 10), [_bucket(1000)], ALICE)
 
     assert (1, 0, False) == (charged, again, late)
     assert 700 == await _level(store)
 
 
 async def test_lease_not_yet_expired_is_left_alone(store) -> None:
-    await store.reserve("r1", 300, [_bucket(1000)], record={}, now_ms=NOW_MS)
+    await _reserve(store, "r1", 300, [_bucket(1000)], now_ms=NOW_MS)
 
     assert 0 == await settle_expired_leases(store, now_ms=NOW_MS + 59_000)
 
@@ -158,5 +163,122 @@ async def test_unreachable_redis_is_store_unavailable() -> None:
     store = BudgetStore(client, "t", lease_ms=1000)
 
     with pytest.raises(StoreUnavailable):
-        await store.reserve("r1", 1, [_bucket(10)], record={}, now_ms=NOW_MS)
+        await _reserve(store, "r1", 1, [_bucket(10)], now_ms=NOW_MS)
     await client.aclose()
+
+
+async def test_refusal_on_one_scope_holds_nothing_on_the_others(store) -> None:
+    user, team = BucketSpec("user:alice", 1000), BucketSpec("team:platform", 200)
+
+    with pytest.raises(BudgetExceeded) as refused:
+        await _reserve(store, "r1", 300, [user, team])
+
+    assert "team:platform" == refused.value.scope
+    assert not await store._redis.exists(store.keys.bucket("user:alice"))
+
+
+async def test_levels_after_the_hold_are_returned_per_bucket(store) -> None:
+    user, team = BucketSpec("user:alice", 1000), BucketSpec("team:platform", 5000)
+
+    levels = await _reserve(store, "r1", 300, [user, team])
+
+    assert [700, 4700] == levels
+
+
+async def test_calendar_bucket_resets_when_the_period_changes(store) -> None:
+    march = BucketSpec("user:alice", 1000, period_id="month:2027-03-01",
+                       resets_at_ms=NOW_MS + 1000)
+    april = BucketSpec("user:alice", 1000, period_id="month:2027-04-01")
+    await _reserve(store, "r1", 900, [march])
+    await store.settle(_settlement("r1", 900), [march], ALICE)
+
+    with pytest.raises(BudgetExceeded) as refused:
+        await _reserve(store, "r2", 300, [march])
+    await _reserve(store, "r3", 300, [april])
+
+    assert 1 == refused.value.retry_after_s
+    assert 700 == await _level(store)
+
+
+async def test_settlement_after_a_reset_does_not_refund_the_new_period(store) -> None:
+    march = BucketSpec("user:alice", 1000, period_id="month:2027-03-01")
+    april = BucketSpec("user:alice", 1000, period_id="month:2027-04-01")
+    await _reserve(store, "r1", 400, [march])
+    await _reserve(store, "r2", 0, [april])
+
+    await store.settle(_settlement("r1", 100), [april], ALICE)
+
+    assert 900 == await _level(store)
+
+
+async def test_request_rate_limit_counts_requests_not_money(store) -> None:
+    rpm = BucketSpec("user:alice#rpm", 2, refill=2, refill_period_ms=60_000,
+                     unit="requests")
+    await _reserve(store, "r1", 5000, [rpm])
+    await _reserve(store, "r2", 5000, [rpm])
+
+    with pytest.raises(BudgetExceeded) as refused:
+        await _reserve(store, "r3", 1, [rpm])
+
+    assert "rate limit of user:alice#rpm" in refused.value.message
+    assert 30 == refused.value.retry_after_s
+
+
+async def test_token_rate_limit_settles_to_the_tokens_used(store) -> None:
+    tpm = BucketSpec("user:alice#tpm", 1000, refill=1000, refill_period_ms=60_000,
+                     unit="tokens")
+    await _reserve(store, "r1", 50, [tpm], tokens=600)
+
+    await store.settle(_settlement("r1", 20), [tpm], ALICE)
+
+    assert 985 == await _level(store, "user:alice#tpm")
+
+
+async def _events(store) -> list[dict[bytes, bytes]]:
+    return [fields for _, fields in await store._redis.xrange(store.keys.events)]
+
+
+async def test_soft_limit_is_reported_once_per_period(store) -> None:
+    march = BucketSpec("team:platform", 1000, period_id="month:2027-03-01",
+                       soft_limits=(50, 100))
+    for i, cost in enumerate([300, 300, 100]):
+        await _reserve(store, f"r{i}", cost, [march])
+        await store.settle(_settlement(f"r{i}", cost), [march], ALICE)
+    april = BucketSpec("team:platform", 1000, period_id="month:2027-04-01",
+                       soft_limits=(50, 100))
+    await _reserve(store, "r9", 600, [april])
+    await store.settle(_settlement("r9", 600), [april], ALICE)
+
+    events = await _events(store)
+
+    assert [(b"50", b"month:2027-03-01"), (b"50", b"month:2027-04-01")] == [
+        (e[b"percent"], e[b"period"]) for e in events]
+    assert (b"600", b"1000") == (events[0][b"spent"], events[0][b"capacity"])
+
+
+async def test_custom_labels_are_booked_as_spend_dimensions(store) -> None:
+    labelled = Attribution("alice", "openai", "gpt-4o", labels=(("workflow", "nightly"),))
+    await _reserve(store, "r1", 300, [_bucket(1000)])
+
+    await store.settle(_settlement("r1", 120), [_bucket(1000)], labelled)
+
+    day_keys = await store._redis.keys(store.keys.spend("*"))
+    fields = await store._redis.hgetall(day_keys[0])
+    assert b"120" == fields[b'["label", "workflow", "nightly"]|cost_micro_usd']
+
+
+async def test_shared_team_budget_holds_under_concurrent_users(store) -> None:
+    team = BucketSpec("team:platform", 1000)
+
+    async def attempt(i: int) -> bool:
+        user = BucketSpec(f"user:u{i % 5}", 10_000)
+        try:
+            await _reserve(store, f"r{i}", 300, [user, team])
+        except BudgetExceeded:
+            return False
+        return True
+
+    results = await asyncio.gather(*(attempt(i) for i in range(50)))
+
+    assert 3 == sum(results)
+    assert 100 == await _level(store, "team:platform")

@@ -19,8 +19,9 @@ providers:
     family: openai
     route_prefix: /openai
     credential: {env: OPENAI_API_KEY}
-budgets:
-  default: {capacity_usd: "2.50", refill_usd: 1, refill_every: 1h}
+users:
+  default:
+    budget: {capacity_usd: "2.50", refill_usd: 1, refill_every: 1h}
 """
 
 
@@ -33,15 +34,15 @@ def _problems(text: str) -> list[str]:
 def test_minimal_policy_parses_money_into_micro_usd() -> None:
     policy = parse_policy(MINIMAL)
 
-    assert 2_500_000 == policy.budgets.default.capacity_micro_usd
-    assert 1_000_000 == policy.budgets.default.refill_micro_usd
-    assert 3_600_000 == policy.budgets.default.refill_period_ms
+    assert 2_500_000 == policy.users['default'].budget.capacity_micro_usd
+    assert 1_000_000 == policy.users['default'].budget.refill_micro_usd
+    assert 3_600_000 == policy.users['default'].budget.refill_period_ms
 
 
 def test_float_money_is_exact() -> None:
     policy = parse_policy(MINIMAL.replace('"2.50"', "0.1"))
 
-    assert 100_000 == policy.budgets.default.capacity_micro_usd
+    assert 100_000 == policy.users['default'].budget.capacity_micro_usd
 
 
 def test_misspelled_key_is_named_with_its_line() -> None:
@@ -53,13 +54,13 @@ def test_misspelled_key_is_named_with_its_line() -> None:
 def test_unknown_top_level_key_is_refused() -> None:
     problems = _problems(MINIMAL + "budget: {}\n")
 
-    assert ["line 9: budget: unknown key"] == problems
+    assert ["line 10: budget: unknown key"] == problems
 
 
 def test_duplicate_key_is_refused() -> None:
     problems = _problems(MINIMAL + "version: 1\n")
 
-    assert ["line 9: version: key given twice"] == problems
+    assert ["line 10: version: key given twice"] == problems
 
 
 def test_credential_written_inline_is_refused() -> None:
@@ -85,7 +86,7 @@ def test_unknown_family_lists_the_known_ones() -> None:
 def test_negative_budget_is_refused() -> None:
     problems = _problems(MINIMAL.replace('"2.50"', '"-1"'))
 
-    assert problems[0].startswith("line 8: budgets.default.capacity_usd")
+    assert problems[0].startswith("line 9: users.default.budget.capacity_usd")
 
 
 def test_bad_duration_is_refused() -> None:

@@ -10,8 +10,8 @@ from extproc.policy import PolicyWatcher
 GOOD = """\
 providers:
   openai: {family: openai, route_prefix: /openai}
-budgets:
-  default: {capacity_usd: "%s"}
+users:
+  default: {budget: {capacity_usd: "%s"}}
 """
 
 
@@ -21,7 +21,7 @@ def _write(path: Path, text: str, tick: int) -> None:
 
 
 def _capacity(watcher: PolicyWatcher) -> int:
-    return watcher.current.budgets.default.capacity_micro_usd
+    return watcher.current.users['default'].budget.capacity_micro_usd
 
 
 def test_changed_file_takes_effect(tmp_path: Path) -> None:
