@@ -13,6 +13,7 @@ import redis
 from extproc.budgets.store import Keys
 from extproc.money import format_usd
 
+_DIMENSIONS = ("identity", "team", "project", "tool", "provider", "model")
 _METRICS = (
     "cost_micro_usd", "estimated_cost_micro_usd", "requests", "input_tokens", "output_tokens",
 )
@@ -67,7 +68,9 @@ def _rows(day: str, raw: dict[bytes, bytes]) -> list[SpendRow]:
             grouped.setdefault(dims, {})[metric] = int(value)
     rows = []
     for dims, metrics in grouped.items():
-        rows.append(SpendRow(day, *json.loads(dims), **metrics))
+        values = json.loads(dims)
+        if len(values) == len(_DIMENSIONS):  # custom label rows are kept apart
+            rows.append(SpendRow(day, *values, **metrics))
     return rows
 
 
