@@ -13,6 +13,7 @@ they enter, with the cause chained.
     ├── PricingError            a usage could not be priced
     └── Refusal                 the request is answered by the gateway itself
         ├── IdentityMissing     401: no identity in the trusted source
+        │   └── IdentityInvalid 401: an identity that cannot be used
         ├── RouteUnknown        404: no provider matches the request
         ├── EndpointNotAllowed  403: an endpoint the gateway cannot meter
         ├── BadRequest          400: the body is not what the endpoint takes
@@ -88,6 +89,10 @@ class IdentityMissing(Refusal):
     code = "identity_missing"
 
 
+class IdentityInvalid(IdentityMissing):
+    code = "identity_invalid"
+
+
 class RouteUnknown(Refusal):
     status = 404
     code = "route_unknown"
@@ -106,14 +111,16 @@ class BadRequest(Refusal):
 class BudgetExceeded(Refusal):
     """A budget scope cannot hold the reservation.
 
-    ``scope`` names the scope that refused, ``retry_after_s`` when it frees up.
+    ``scope`` names the scope that refused, ``retry_after_s`` when it frees
+    up (None when waiting cannot help: the request is larger than the budget).
     """
 
     status = 429
     code = "budget_exceeded"
 
-    def __init__(self, message: str, *, scope: str, retry_after_s: int) -> None:
-        super().__init__(message, headers={"retry-after": str(retry_after_s)})
+    def __init__(self, message: str, *, scope: str, retry_after_s: int | None) -> None:
+        headers = {} if retry_after_s is None else {"retry-after": str(retry_after_s)}
+        super().__init__(message, headers=headers)
         self.scope = scope
         self.retry_after_s = retry_after_s
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 
-from extproc.errors import BadRequest, IdentityMissing
+from extproc.errors import BadRequest, IdentityInvalid, IdentityMissing
 from extproc.policy.model import AttributionHeader, Tools
 
 MAX_IDENTITY_LENGTH = 256
@@ -38,13 +38,19 @@ KNOWN_TOOLS: tuple[tuple[str, str], ...] = (
 )
 
 
-def identity_from(headers: dict[str, str], header: str) -> str:
-    """The caller's identity. Raises ``IdentityMissing`` naming the header."""
+def identity_from(headers: dict[str, str], header: str, *, copies: int = 1) -> str:
+    """The caller's identity from ``header`` (sent ``copies`` times).
+
+    Raises ``IdentityMissing`` naming the header when it is absent, and
+    ``IdentityInvalid`` when it is repeated, too long or not printable.
+    """
     value = headers.get(header, "").strip()
     if not value:
         raise IdentityMissing(f"this gateway needs the caller's identity in the {header} header")
+    if copies > 1:
+        raise IdentityInvalid(f"the {header} header must be sent once, not {copies} times")
     if len(value) > MAX_IDENTITY_LENGTH or not value.isprintable():
-        raise IdentityMissing(
+        raise IdentityInvalid(
             f"the {header} header must be printable text of at most "
             f"{MAX_IDENTITY_LENGTH} characters"
         )

@@ -32,16 +32,29 @@ class JsonFormatter(logging.Formatter):
 
 
 class TextFormatter(logging.Formatter):
-    """``event key=value ...`` for people reading a terminal."""
+    """``event key=value ...`` for people reading a terminal.
+
+    A value with spaces, ``=``, quotes or control characters is written as a
+    JSON string, so that a client-chosen value (a model name, an identity)
+    cannot forge a field or a whole line.
+    """
 
     def format(self, record: logging.LogRecord) -> str:
         fields = " ".join(
-            f"{key}={value}" for key, value in record.__dict__.items() if key not in _STANDARD
+            f"{key}={_quoted(value)}"
+            for key, value in record.__dict__.items() if key not in _STANDARD
         )
         line = f"{record.levelname.lower():7} {record.name}: {record.getMessage()} {fields}"
         if record.exc_info:
             line += "\n" + self.formatException(record.exc_info)
         return line.rstrip()
+
+
+def _quoted(value: object) -> str:
+    text = str(value)
+    if text and text.isprintable() and not any(c in text for c in ' ="\''):
+        return text
+    return json.dumps(text)
 
 
 def configure(level: str = "INFO", fmt: str = "json") -> None:

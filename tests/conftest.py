@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from extproc.local import RedisProcess
 
-FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures" / "providers"
 
 
 @pytest.fixture(scope="session")

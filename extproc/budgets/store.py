@@ -266,6 +266,13 @@ class BudgetStore:
 
 
 def _refusal(bucket: BucketSpec, level: int, held: int, now_ms: int) -> BudgetExceeded:
+    if held > bucket.capacity:
+        return BudgetExceeded(
+            f"this request needs {_amount(bucket, held)}, more than the whole "
+            f"{_amount(bucket, bucket.capacity)} of {bucket.scope}; lower max_tokens "
+            "or the input",
+            scope=bucket.scope, retry_after_s=None,
+        )
     retry_after_s = _seconds_until(bucket, held - level, now_ms)
     if bucket.unit == UNIT_MICRO_USD:
         message = (
@@ -283,11 +290,17 @@ def _refusal(bucket: BucketSpec, level: int, held: int, now_ms: int) -> BudgetEx
     )
 
 
+def _amount(bucket: BucketSpec, amount: int) -> str:
+    if bucket.unit == UNIT_MICRO_USD:
+        return f"{format_usd(amount)} USD"
+    return f"{amount} {bucket.unit}"
+
+
 def _seconds_until(bucket: BucketSpec, missing: int, now_ms: int) -> int:
     """When the bucket can hold ``missing`` more; a full period if never."""
     if bucket.period_id and bucket.resets_at_ms is not None:
         return max(1, math.ceil((bucket.resets_at_ms - now_ms) / 1000))
-    if bucket.refill <= 0 or missing > bucket.capacity:
+    if bucket.refill <= 0:
         return max(1, math.ceil(bucket.refill_period_ms / 1000))
     wait_ms = missing * bucket.refill_period_ms / bucket.refill
     return max(1, math.ceil(wait_ms / 1000))

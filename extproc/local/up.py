@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import secrets
+import signal
+import socket
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -30,10 +33,12 @@ CURL_EXAMPLE = """\
 
 
 def run_up(*, demo: bool, listen_port: int) -> int:
-    """Run everything until Ctrl-C, then stop it all. Returns an exit code."""
+    """Run everything until Ctrl-C or SIGTERM, then stop it all."""
     settings = Settings()
-    workdir = Path(tempfile.mkdtemp(prefix="tollgate-up-"))
     policy_file = DEMO_POLICY if demo else _policy_file(settings)
+    _require_free(listen_port)
+    workdir = Path(tempfile.mkdtemp(prefix="tollgate-up-"))
+    signal.signal(signal.SIGTERM, _interrupt)
 
     with contextlib.ExitStack() as stack:
         redis_url = settings.redis_url or stack.enter_context(
@@ -66,6 +71,23 @@ def run_up(*, demo: bool, listen_port: int) -> int:
     return 0
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def _require_free(port: int) -> None:
+    """Refuse to start a second gateway on a port that is taken: Envoy binds
+    with SO_REUSEPORT and would silently share it with the first."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError as exc:
+            raise ConfigError(
+                f"port {port} is in use (is another `tollgate up` running?); "
+                "stop it or pass --port"
+            ) from exc
+
+
 def _policy_file(settings: Settings) -> Path:
     path = settings.policy_file
     if not path.exists():
@@ -90,11 +112,18 @@ def _banner(
         f"  policy              {policy}\n"
         f"  logs                {workdir}\n"
         f"try:\n{CURL_EXAMPLE.format(port=envoy.listen_port)}"
-        f"then see the spend:\n"
-        f"  TOLLGATE_REDIS_URL={redis_url} TOLLGATE_POLICY_FILE={policy} tollgate spend\n"
+        f"then see the spend (kept in this run's Redis, gone when it stops):\n"
+        f"  TOLLGATE_REDIS_URL={redis_url} TOLLGATE_POLICY_FILE={policy} "
+        f"{_tollgate_command()} spend\n"
         "Ctrl-C stops everything.",
         flush=True,
     )
+
+
+def _tollgate_command() -> str:
+    """How to run tollgate again from any shell: this interpreter's script."""
+    script = Path(sys.executable).with_name("tollgate")
+    return str(script) if script.exists() else f"{sys.executable} -m extproc"
 
 
 def _wait_for_interrupt() -> None:

@@ -233,7 +233,7 @@ class JsonBodyReader(UsageReader):
             return _tail_object(bytes(self._body), self._tail_keys)
         try:
             return json.loads(self._body)
-        except ValueError:
+        except (ValueError, RecursionError):
             tally.note("unparseable JSON body")
             return None
 
@@ -315,7 +315,7 @@ class SseReader(EventReader):
     def load(self, event: SseEvent) -> dict[str, Any] | None:
         try:
             obj = json.loads(event.data)
-        except ValueError:
+        except (ValueError, RecursionError):
             obj = None
         if not isinstance(obj, dict):
             self.tally.note("unparseable event data")
@@ -364,7 +364,7 @@ class JsonSequenceReader(EventReader):
     def _take(self, element: bytes) -> None:
         try:
             obj = json.loads(element)
-        except ValueError:
+        except (ValueError, RecursionError):
             obj = None
         if not isinstance(obj, dict):
             self.tally.note("unparseable event data")

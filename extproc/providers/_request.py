@@ -22,6 +22,10 @@ def load_object(body: bytes, operation: str) -> dict[str, Any]:
         raise BadRequest(f"The request body is empty; {operation} needs a JSON object.")
     try:
         obj = json.loads(body, parse_constant=_refuse_constant)
+    except RecursionError as exc:
+        raise BadRequest(
+            f"The request body nests too deeply to read; {operation} needs a JSON object."
+        ) from exc
     except (ValueError, UnicodeDecodeError) as exc:
         raise BadRequest(
             f"The request body is not valid JSON ({exc}); {operation} needs a "
@@ -29,11 +33,23 @@ def load_object(body: bytes, operation: str) -> dict[str, Any]:
         ) from exc
     if not isinstance(obj, dict):
         raise BadRequest(
-            f"The request body is a JSON {type(obj).__name__}; {operation} needs a "
+            f"The request body is a JSON {_json_kind(obj)}; {operation} needs a "
             "JSON object."
         )
 
     return obj
+
+
+def _json_kind(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, list):
+        return "array"
+    if isinstance(value, str):
+        return "string"
+    return "number"
 
 
 def estimate_input_tokens(body: bytes) -> int:

@@ -22,6 +22,7 @@ from extproc.budgets.store import Attribution, BucketSpec, Settlement
 from extproc.credentials import CLIENT_CREDENTIAL_HEADERS
 from extproc.identity import identity_from, labels_from, tool_from
 from extproc.errors import (
+    BadRequest,
     CredentialError,
     EndpointNotAllowed,
     RouteUnknown,
@@ -39,6 +40,7 @@ from extproc.server.runtime import Route, Runtime
 log = logging.getLogger(__name__)
 
 REQUEST_ID_HEADER = "x-tollgate-request-id"
+MAX_MODEL_LENGTH = 256
 _BODYLESS_METHODS = ("GET", "HEAD", "DELETE", "OPTIONS")
 
 
@@ -84,18 +86,20 @@ class Call:
         headers = messages.header_map(message)
         self.method = headers.get(":method", "")
         self.route, self.upstream_path = self._route(headers)
-        self.identity = identity_from(headers, self.runtime.identity_header)
+        header = self.runtime.identity_header
+        self.identity = identity_from(
+            headers, header, copies=messages.header_count(message, header)
+        )
         policy = self.runtime.policy
         self.caller = self.runtime.caller(self.identity, tool_from(headers, policy.tools))
         self.labels = labels_from(headers, policy.attribution)
-        self.endpoint = self.route.family.endpoint_for(self.method, self.upstream_path)
-        if self.endpoint is None:
-            self._check_passthrough()
+        self.endpoint = self._endpoint(bodyless=message.end_of_stream)
 
         mutation = self._credential_mutation()
 
-        unmetered = self.endpoint is None or message.end_of_stream
-        return messages.request_headers_reply(mutation, skip_response_body=unmetered)
+        return messages.request_headers_reply(
+            mutation, skip_response_body=self.endpoint is None
+        )
 
     async def on_request_body(self, message: pb.HttpBody) -> pb.ProcessingResponse:
         """Read the body, reserve the estimate; rewrite the body if needed."""
@@ -104,7 +108,7 @@ class Call:
         body = bytes(message.body)
         self.request_bytes = len(body)
         self.facts = self.route.family.read_request(self.endpoint, self.upstream_path, body)
-        self.model = self.facts.model or "unknown"
+        self.model = _model_name(self.facts.model)
 
         await self._reserve()
 
@@ -122,7 +126,10 @@ class Call:
         set_headers = {REQUEST_ID_HEADER: self.request_id}
         if self.reserved is None:
             self.finished = True
-            return messages.response_headers_reply(set_headers, skip_body=True)
+            log.info("call passed through unmetered", extra=self._log_fields())
+            return messages.response_headers_reply(
+                set_headers, skip_body=True, metadata=self.access_log_fields()
+            )
 
         self._open_reader(headers)
         if message.end_of_stream:
@@ -183,6 +190,17 @@ class Call:
                 f"known route prefixes: {prefixes}"
             )
         return found
+
+    def _endpoint(self, *, bodyless: bool) -> Endpoint | None:
+        """The metered endpoint, or None for an allowed pass-through."""
+        assert self.route is not None
+        endpoint = self.route.family.endpoint_for(self.method, self.upstream_path)
+        if endpoint is None:
+            self._check_passthrough()
+        elif bodyless:
+            path = self.upstream_path.split("?")[0]
+            raise BadRequest(f"{self.method} {path} needs a JSON body")
+        return endpoint
 
     def _check_passthrough(self) -> None:
         assert self.route is not None
@@ -343,6 +361,17 @@ class Call:
             "estimate_micro_usd": self.estimate_micro_usd,
             "duration_ms": int((time.monotonic() - self.started) * 1000),
         }
+
+
+def _model_name(model: str | None) -> str:
+    """The requested model, refused when it could not be a model's name."""
+    if model is None:
+        return "unknown"
+    if len(model) > MAX_MODEL_LENGTH or not model.isprintable():
+        raise BadRequest(
+            f"the model name must be printable text of at most {MAX_MODEL_LENGTH} characters"
+        )
+    return model
 
 
 def _status(value: str) -> int | None:

@@ -34,6 +34,11 @@ def header_map(headers: pb.HttpHeaders) -> dict[str, str]:
     return result
 
 
+def header_count(headers: pb.HttpHeaders, name: str) -> int:
+    """How many times the header ``name`` (lower case) was sent."""
+    return sum(1 for header in headers.headers.headers if header.key.lower() == name)
+
+
 def header_mutation(
     set_headers: dict[str, str] | None = None, remove: list[str] | tuple[str, ...] = ()
 ) -> pb.HeaderMutation:
@@ -69,7 +74,8 @@ def request_body_reply(
 
 
 def response_headers_reply(
-    set_headers: dict[str, str] | None = None, *, skip_body: bool = False
+    set_headers: dict[str, str] | None = None, *, skip_body: bool = False,
+    metadata: dict[str, Any] | None = None,
 ) -> pb.ProcessingResponse:
     mutation = header_mutation(set_headers) if set_headers else None
     reply = pb.ProcessingResponse(
@@ -77,6 +83,8 @@ def response_headers_reply(
     )
     if skip_body:
         reply.mode_override.response_body_mode = BODY_NONE
+    if metadata:
+        reply.dynamic_metadata.CopyFrom(dynamic_metadata(metadata))
     return reply
 
 

@@ -111,3 +111,10 @@ def gateway(
 def identity() -> str:
     """A fresh identity per test, so budgets never leak between tests."""
     return "user-" + secrets.token_hex(6)
+
+
+@pytest.fixture
+def standin_calls(gateway: Gateway):
+    """How many requests reached the stand-in since the test began."""
+    before = len(gateway.standin.requests)
+    return lambda: len(gateway.standin.requests) - before

@@ -20,7 +20,7 @@ import redis
 
 from extproc.local import RecordedRequest, Reply
 
-FIXTURES = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "providers"
+from tests.provider_fixtures import FIXTURES
 REPLAY_HEADER = "x-replay-fixture"
 DELAY_HEADER = "x-replay-delay-ms"
 GZIP_HEADER = "x-replay-gzip"
@@ -111,6 +111,25 @@ class Client:
         finally:
             connection.close()
 
+
+    def send(
+        self, method: str, path: str, headers: list[tuple[str, str]], body: bytes = b""
+    ) -> Response:
+        """A request with headers given as pairs, so a header may repeat."""
+        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+        try:
+            connection.putrequest(method, path, skip_accept_encoding=True)
+            for name, value in headers:
+                connection.putheader(name, value)
+            if body or method == "POST":
+                connection.putheader("content-length", str(len(body)))
+            connection.endheaders(body)
+            reply = connection.getresponse()
+            data, reads = _read_all(reply)
+            return Response(reply.status, {k.lower(): v for k, v in reply.getheaders()},
+                            data, reads)
+        finally:
+            connection.close()
 
     def post_and_hang_up(
         self, path: str, body: dict[str, Any], headers: dict[str, str], *, after_bytes: int

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import time
 from decimal import ROUND_CEILING
 
 import genai_prices
@@ -176,17 +177,27 @@ def test_missing_identity_gets_json_401_naming_the_header(gateway) -> None:
     assert "x-tollgate-identity" in response.json()["error"]["message"]
 
 
-def test_spent_budget_gets_429_and_upstream_is_not_called(gateway) -> None:
-    before = len(gateway.standin.requests)
-
-    info, response = _send(
-        gateway, "openai_chat_nonstream_docs_default", "nearly-broke"
+def _drain(gateway, identity: str) -> None:
+    """Leave ``identity``'s default budget empty, as after heavy use."""
+    gateway.ledger.client.hset(
+        gateway.ledger.prefix + f"bucket:user:{identity}",
+        mapping={"level": 0, "ts": int(time.time() * 1000), "cap": 1_000_000_000,
+                 "period": ""},
     )
 
+
+def test_spent_budget_gets_429_and_upstream_is_not_called(
+    gateway, identity, standin_calls
+) -> None:
+    _drain(gateway, identity)
+
+    info, response = _send(gateway, "openai_chat_nonstream_docs_default", identity)
+
     assert 429 == response.status
-    assert "retry-after" in response.headers
-    assert "budget_exceeded" in json.dumps(response.json()["error"])
-    assert before == len(gateway.standin.requests)
+    assert int(response.headers["retry-after"]) >= 1
+    assert "budget_exceeded" == response.json()["error"]["code"]
+    assert f"user:{identity}" in response.json()["error"]["message"]
+    assert 0 == standin_calls()
 
 
 def test_anthropic_refusal_is_in_anthropics_error_shape(gateway) -> None:
@@ -262,3 +273,65 @@ def test_invalid_json_gets_400_and_upstream_is_not_called(gateway, identity) -> 
 
     assert 400 == response.status
     assert before == len(gateway.standin.requests)
+
+
+def test_repeated_identity_header_is_refused(gateway, standin_calls) -> None:
+    headers = [("x-tollgate-identity", "alice"), ("x-tollgate-identity", "bob"),
+               ("content-type", "application/json")]
+
+    response = gateway.client.send("POST", "/openai/v1/chat/completions", headers,
+                                   json.dumps({"model": "gpt-4o"}).encode())
+
+    assert 401 == response.status
+    assert "identity_invalid" == response.json()["error"]["code"]
+    assert 0 == standin_calls()
+
+
+def test_post_without_body_is_refused(gateway, identity, standin_calls) -> None:
+    response = gateway.client.send(
+        "POST", "/openai/v1/chat/completions", [("x-tollgate-identity", identity)]
+    )
+
+    assert 400 == response.status
+    assert 0 == standin_calls()
+
+
+def test_deeply_nested_json_is_a_400_not_a_crash(gateway, identity) -> None:
+    response = gateway.client.post("/openai/v1/chat/completions", b"[" * 100_000,
+                                   {"x-tollgate-identity": identity})
+
+    assert 400 == response.status
+    assert "nests too deeply" in response.json()["error"]["message"]
+
+
+def test_model_name_with_a_newline_is_refused(gateway, identity) -> None:
+    body = {"model": "gpt-4o\nerror forged", "messages": []}
+
+    response = gateway.client.post("/openai/v1/chat/completions", body,
+                                   {"x-tollgate-identity": identity})
+
+    assert 400 == response.status
+
+
+def test_request_larger_than_the_whole_budget_has_no_retry_after(gateway) -> None:
+    body = {"model": "gpt-4o", "max_tokens": 10**9, "messages": []}
+
+    response = gateway.client.post("/openai/v1/chat/completions", body,
+                                   {"x-tollgate-identity": "nearly-broke"})
+
+    assert 429 == response.status
+    assert "retry-after" not in response.headers
+    assert "more than the whole" in response.json()["error"]["message"]
+
+
+def test_get_passes_through_unmetered_but_logged(gateway, identity) -> None:
+    response = gateway.client.send(
+        "GET", "/openai/v1/models",
+        [("x-tollgate-identity", identity), (REPLAY_HEADER, "openai_embeddings")],
+    )
+
+    assert 200 == response.status
+    request_id = response.headers["x-tollgate-request-id"]
+    assert [] == gateway.ledger.entries(request_id)
+    log = gateway.extproc.log_path.read_text()
+    assert "passed through unmetered" in log and identity in log

@@ -17,10 +17,8 @@ import pytest
 
 from extproc.providers import family
 from extproc.providers.base import Reading
+from tests.provider_fixtures import FIXTURES
 
-FIXTURES = (
-    Path(__file__).resolve().parents[3] / ".." / "shared" / "fixtures" / "providers"
-)
 METAS = sorted(FIXTURES.glob("*.meta.json"))
 CHUNKINGS = ("whole", "bytes", "seed-1", "seed-2", "seed-3", "seed-4")
 

@@ -1,0 +1,21 @@
+"""Where the recorded provider responses are: ``../shared/fixtures/providers``.
+
+They live beside the repository, not in it. ``TOLLGATE_FIXTURES_DIR`` points
+elsewhere. A missing folder stops the run with this message rather than
+letting the fixture-driven tests collect nothing and pass.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+_DEFAULT = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures" / "providers"
+FIXTURES = Path(os.environ.get("TOLLGATE_FIXTURES_DIR") or _DEFAULT)
+
+if not (FIXTURES / "INDEX.md").is_file():
+    raise RuntimeError(
+        f"the recorded provider fixtures are not at {FIXTURES}: the tests read "
+        "../shared/fixtures/providers beside the repository (or set "
+        "TOLLGATE_FIXTURES_DIR)"
+    )
