@@ -11,6 +11,7 @@ import os
 import threading
 import time
 from dataclasses import dataclass
+from urllib.parse import unquote_plus
 
 from extproc.errors import CredentialError
 from extproc.policy.model import CredentialSource
@@ -28,7 +29,24 @@ CLIENT_CREDENTIAL_HEADERS = (
     "x-amz-content-sha256",
 )
 
+# Query parameters by which a provider accepts a credential (Gemini's
+# ``key``, Azure's ``api-key``); removed from every request like the headers.
+CLIENT_CREDENTIAL_QUERY_PARAMETERS = frozenset({"key", "api-key"})
+
 _FILE_RECHECK_S = 1.0
+
+
+def without_query_credentials(path: str) -> str:
+    """``path`` with every credential query parameter removed; the other
+    parameters keep their bytes and order."""
+    base, sep, query = path.partition("?")
+    if not sep:
+        return path
+    kept = [
+        item for item in query.split("&")
+        if unquote_plus(item.partition("=")[0]).lower() not in CLIENT_CREDENTIAL_QUERY_PARAMETERS
+    ]
+    return f"{base}?{'&'.join(kept)}" if kept else base
 
 
 class Secret:

@@ -67,6 +67,8 @@ class Provider(_Strict):
     credential: CredentialSource | None = None
     pricing_provider: str | None = None
     passthrough_paths: tuple[str, ...] = ()
+    upstream_host: str | None = None  # the host Envoy sends to; signing covers it
+    region: str | None = None  # AWS region for SigV4, else read from the host
 
     @field_validator("family")
     @classmethod

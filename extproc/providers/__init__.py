@@ -1,8 +1,7 @@
 """Provider families: one small module per wire format.
 
 The public surface: the interface (``ProviderFamily`` and the values it
-trades in) and the registry (``FAMILIES``, ``family``, and the credential
-query parameters the flow strips from client requests).
+trades in) and the registry (``FAMILIES``, ``family``).
 
 The registry is loaded on first use: the family modules build on
 ``extproc.metering.readers``, which itself needs ``extproc.providers.base``,
@@ -23,12 +22,11 @@ from extproc.providers.base import (
 
 if TYPE_CHECKING:
     from extproc.providers.registry import (
-        CREDENTIAL_QUERY_PARAMETERS,
         FAMILIES,
         family,
     )
 
-_REGISTRY_NAMES = frozenset({"CREDENTIAL_QUERY_PARAMETERS", "FAMILIES", "family"})
+_REGISTRY_NAMES = frozenset({"FAMILIES", "family"})
 
 
 def __getattr__(name: str) -> Any:
@@ -40,7 +38,6 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
-    "CREDENTIAL_QUERY_PARAMETERS",
     "FAMILIES",
     "Endpoint",
     "ProviderFamily",

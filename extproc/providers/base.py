@@ -103,6 +103,15 @@ class ProviderFamily(abc.ABC):
     def credential_headers(self, secret: str) -> dict[str, str]:
         """Headers that carry ``secret`` upstream."""
 
+    def signed_headers(
+        self, secret: str, *, method: str, url: str, headers: dict[str, str],
+        body: bytes, region: str | None,
+    ) -> dict[str, str]:
+        """Headers that carry a credential computed over the final request
+        (only families with ``signs_body``): ``url`` is the upstream URL as
+        sent, ``body`` the body as sent."""
+        return {}
+
     @abc.abstractmethod
     def open_reader(
         self, endpoint: Endpoint, *, streaming: bool, content_type: str

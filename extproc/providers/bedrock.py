@@ -25,7 +25,7 @@ import json
 import re
 from collections.abc import Mapping
 from typing import Any
-from urllib.parse import unquote
+from urllib.parse import unquote, urlsplit
 
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
@@ -247,6 +247,18 @@ class BedrockStreamReader(EventReader):
                 self.tally.usage = usage
 
 
+_REGION_IN_HOST = re.compile(
+    r"\.([a-z]{2}(?:-[a-z]+)+-\d+)\.(?:vpce\.)?amazonaws\.com(?::\d+)?$"
+)
+
+
+def region_of(url: str) -> str | None:
+    """The AWS region named in a Bedrock host (``bedrock-runtime.REGION...``)."""
+    host = urlsplit(url).netloc.lower()
+    match = _REGION_IN_HOST.search(host)
+    return match.group(1) if match else None
+
+
 def credentials_from_secret(secret: str) -> Credentials:
     """AWS credentials from ``ACCESS_KEY_ID:SECRET_ACCESS_KEY[:SESSION_TOKEN]``.
 
@@ -333,6 +345,20 @@ class BedrockFamily(ProviderFamily):
 
         wanted = ("authorization", "x-amz-date", "x-amz-security-token")
         return {n: request.headers[n] for n in wanted if n in request.headers}
+
+    def signed_headers(
+        self, secret: str, *, method: str, url: str, headers: dict[str, str],
+        body: bytes, region: str | None,
+    ) -> dict[str, str]:
+        """SigV4 over ``url`` and ``body``; ``secret`` reads
+        ``ACCESS_KEY_ID:SECRET_ACCESS_KEY[:SESSION_TOKEN]``."""
+        region = region or region_of(url)
+        if region is None:
+            raise CredentialError(f"no AWS region for {url}; set the provider's region")
+        return self.sign(
+            method=method, url=url, headers=headers, body=body,
+            credentials=credentials_from_secret(secret), region=region,
+        )
 
     def open_reader(
         self, endpoint: Endpoint, *, streaming: bool, content_type: str

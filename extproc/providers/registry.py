@@ -1,10 +1,7 @@
 """The provider families, by the name a route's configuration uses.
 
 ``family(name)`` returns the shared instance for ``name``; the instances are
-stateless, so one serves every request. ``CREDENTIAL_QUERY_PARAMETERS`` names
-the query parameters by which a provider accepts a credential (Gemini's
-``key``, Azure's ``api-key``): like the credential headers, the flow removes
-them from a client's request.
+stateless, so one serves every request.
 """
 
 from __future__ import annotations
@@ -28,9 +25,6 @@ FAMILIES: dict[str, ProviderFamily] = {
     "vertex": VertexFamily(),
     "bedrock": BedrockFamily(),
 }
-
-CREDENTIAL_QUERY_PARAMETERS = frozenset({"key", "api-key"})
-
 
 def family(name: str) -> ProviderFamily:
     """The family called ``name``; ``ConfigError`` when there is none."""

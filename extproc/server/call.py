@@ -19,7 +19,7 @@ from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 
 from extproc.budgets.scopes import Caller
 from extproc.budgets.store import Attribution, BucketSpec, Settlement
-from extproc.credentials import CLIENT_CREDENTIAL_HEADERS
+from extproc.credentials import CLIENT_CREDENTIAL_HEADERS, without_query_credentials
 from extproc.identity import identity_from, labels_from, tool_from
 from extproc.errors import (
     BadRequest,
@@ -54,6 +54,7 @@ class Call:
         self.started = time.monotonic()
 
         self.route: Route | None = None
+        self._request_headers: dict[str, str] = {}
         self.endpoint: Endpoint | None = None
         self.identity: str | None = None
         self.caller: Caller | None = None
@@ -85,7 +86,9 @@ class Call:
         """Route, identify, swap credentials. Bodyless calls are not metered."""
         headers = messages.header_map(message)
         self.method = headers.get(":method", "")
-        self.route, self.upstream_path = self._route(headers)
+        self._request_headers = headers
+        self.route, upstream_path = self._route(headers)
+        self.upstream_path = without_query_credentials(upstream_path)
         header = self.runtime.identity_header
         self.identity = identity_from(
             headers, header, copies=messages.header_count(message, header)
@@ -95,7 +98,7 @@ class Call:
         self.labels = labels_from(headers, policy.attribution)
         self.endpoint = self._endpoint(bodyless=message.end_of_stream)
 
-        mutation = self._credential_mutation()
+        mutation = self._credential_mutation(headers.get(":path", ""))
 
         return messages.request_headers_reply(
             mutation, skip_response_body=self.endpoint is None
@@ -112,10 +115,11 @@ class Call:
 
         await self._reserve()
 
-        if self.facts.body is None:
-            return messages.request_body_reply()
-        length = {"content-length": str(len(self.facts.body))}
-        return messages.request_body_reply(self.facts.body, set_headers=length)
+        sent = body if self.facts.body is None else self.facts.body
+        set_headers = self._signature(sent)
+        if self.facts.body is not None:
+            set_headers["content-length"] = str(len(sent))
+        return messages.request_body_reply(self.facts.body, set_headers=set_headers or None)
 
     # Response side: never raises.
 
@@ -202,6 +206,28 @@ class Call:
             raise BadRequest(f"{self.method} {path} needs a JSON body")
         return endpoint
 
+    def _signature(self, body: bytes) -> dict[str, str]:
+        """Credential headers computed over the body as sent (SigV4)."""
+        assert self.route is not None
+        if not self.route.family.signs_body:
+            return {}
+        config = self.route.config
+        host = config.upstream_host or self._request_headers.get(":authority", "")
+        try:
+            secret = self.runtime.secret(self.route)
+            if secret is None:
+                return {}
+            return self.route.family.signed_headers(
+                secret.reveal(), method=self.method, url=f"https://{host}{self.upstream_path}",
+                headers=self._request_headers, body=body, region=config.region,
+            )
+        except CredentialError as exc:
+            log.error("request signing failed",
+                      extra={"provider": self.route.name, "reason": str(exc)})
+            raise ServiceUnavailable(
+                f"the gateway cannot sign requests for provider {self.route.name}"
+            ) from exc
+
     def _check_passthrough(self) -> None:
         assert self.route is not None
         path = self.upstream_path.split("?")[0]
@@ -213,9 +239,10 @@ class Call:
             "an operator can allow it with passthrough_paths"
         )
 
-    def _credential_mutation(self) -> pb.HeaderMutation:
+    def _credential_mutation(self, path: str) -> pb.HeaderMutation:
         assert self.route is not None
         remove = [*CLIENT_CREDENTIAL_HEADERS, self.runtime.identity_header]
+        clean_path = without_query_credentials(path)
         try:
             secret = self.runtime.secret(self.route)
         except CredentialError as exc:
@@ -227,6 +254,8 @@ class Call:
                 f"the gateway has no usable credential for provider {self.route.name}"
             ) from exc
         inject = self.route.family.credential_headers(secret.reveal()) if secret else {}
+        if clean_path != path:
+            inject = {**inject, ":path": clean_path}
         return messages.header_mutation(inject, remove=[h for h in remove if h not in inject])
 
     async def _reserve(self) -> None:

@@ -20,6 +20,7 @@ from extproc.local.extproc import ExtprocProcess
 from tests.e2e.harness import Client, Ledger, replay_responder
 
 TENANT = "e2e"
+GEMINI_KEY = "AIza-gateway-gemini-" + secrets.token_hex(8)
 POLICY = """\
 version: 1
 tenant: {tenant}
@@ -34,6 +35,10 @@ providers:
     family: anthropic
     route_prefix: /anthropic
     credential: {{file: {anthropic_key_file}}}
+  gemini:
+    family: gemini
+    route_prefix: /gemini
+    credential: {{env: E2E_GEMINI_KEY}}
 users:
   default:
     budget: {{capacity_usd: "1000", refill_usd: "1000", refill_every: 1d}}
@@ -73,7 +78,7 @@ def gateway(
         StandIn(replay_responder) as standin,
         ExtprocProcess(
             workdir / "extproc",
-            env={"E2E_OPENAI_KEY": openai_key},
+            env={"E2E_OPENAI_KEY": openai_key, "E2E_GEMINI_KEY": GEMINI_KEY},
             settings={
                 "policy_file": str(policy_path),
                 "redis_url": redis_server.url,

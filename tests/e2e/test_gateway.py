@@ -10,12 +10,12 @@ from decimal import ROUND_CEILING
 import genai_prices
 import pytest
 
+from tests.e2e.conftest import GEMINI_KEY
 from tests.e2e.harness import FIXTURES, GZIP_HEADER, REPLAY_HEADER, fixture_body, meta
 
 pytestmark = pytest.mark.e2e
 
-FAMILY_OF = {"openai": "openai", "anthropic": "anthropic"}
-PREFIX_OF = {"openai": "/openai", "anthropic": "/anthropic"}
+PREFIX_OF = {"openai": "/openai", "anthropic": "/anthropic", "google-gemini": "/gemini"}
 
 
 def _fixtures_with_usage(provider: str) -> list[str]:
@@ -49,7 +49,13 @@ def _request_body(info: dict) -> dict:
         body = {"model": _model(info), "input": "hello"}
     if "/responses" in info["endpoint"]:
         body = {"model": _model(info), "input": "hello", "stream": info["streaming"]}
+    if info["provider"] == "google-gemini":
+        body = {"contents": [{"parts": [{"text": "hello"}]}],
+                "generationConfig": {"maxOutputTokens": 256}}
     return body
+
+
+LIBRARY_PROVIDER = {"google-gemini": "google"}
 
 
 def _expected_cost(info: dict) -> int:
@@ -60,7 +66,8 @@ def _expected_cost(info: dict) -> int:
         cache_read_tokens=expected.get("cached_read_input_tokens") or 0,
         cache_write_tokens=expected.get("cache_creation_input_tokens") or 0,
     )
-    price = genai_prices.calc_price(usage, _model(info), provider_id=info["provider"])
+    provider = LIBRARY_PROVIDER.get(info["provider"], info["provider"])
+    price = genai_prices.calc_price(usage, _model(info), provider_id=provider)
     micro = (price.total_price * 1_000_000).to_integral_value(rounding=ROUND_CEILING)
     return int(micro)
 
@@ -72,7 +79,9 @@ def _send(gateway, name: str, identity: str, **extra_headers: str):
 
 
 @pytest.mark.parametrize(
-    "name", _fixtures_with_usage("openai") + _fixtures_with_usage("anthropic")
+    "name",
+    _fixtures_with_usage("openai") + _fixtures_with_usage("anthropic")
+    + _fixtures_with_usage("google-gemini"),
 )
 def test_recorded_spend_equals_priced_expected_usage(gateway, identity, name) -> None:
     info, response = _send(gateway, name, identity)
@@ -335,3 +344,17 @@ def test_get_passes_through_unmetered_but_logged(gateway, identity) -> None:
     assert [] == gateway.ledger.entries(request_id)
     log = gateway.extproc.log_path.read_text()
     assert "passed through unmetered" in log and identity in log
+
+
+def test_gemini_key_in_the_query_is_replaced_by_the_gateways(gateway, identity) -> None:
+    name = "gemini_stream_generate_content_sse"
+    path = "/gemini/v1beta/models/gemini-2.5-flash:streamGenerateContent?key=AIza-client&alt=sse"
+
+    response = gateway.client.post(path, {"contents": []}, {
+        "x-tollgate-identity": identity, REPLAY_HEADER: name,
+        "x-goog-api-key": "AIza-client-header"})
+
+    seen = gateway.standin.requests[-1]
+    assert 200 == response.status
+    assert "/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse" == seen.path
+    assert GEMINI_KEY == seen.headers["x-goog-api-key"]
