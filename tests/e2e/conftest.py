@@ -44,6 +44,17 @@ users:
     budget: {{capacity_usd: "1000", refill_usd: "1000", refill_every: 1d}}
   nearly-broke:
     budget: {{capacity_usd: "0.000100", refill_usd: "0.000001", refill_every: 1d}}
+  burst-user:
+    budget: {{capacity_usd: "1000"}}
+  tpm-user:
+    rate_limits: {{tokens_per_minute: 1000}}
+directory:
+  team-member-1: {{team: shared}}
+  team-member-2: {{team: shared}}
+  team-member-3: {{team: shared}}
+teams:
+  shared:
+    budget: {{capacity_usd: "1000"}}
 pricing:
   default_max_output_tokens: 1024
 """
