@@ -238,6 +238,23 @@ class BudgetStore:
             log.info("settlement skipped", extra={"request_id": rid, "reason": reply[1]})
         return reply[0] == 1
 
+    async def extend_leases(self, request_ids: list[str], now_ms: int) -> None:
+        """Push the lease of each held reservation to ``now_ms`` + the lease.
+
+        One command for all: a process calls this for its calls still in
+        flight, so a long stream is not charged at its estimate while it runs.
+        Only existing leases move (``XX``) and only forward (``GT``).
+        """
+        if not request_ids:
+            return
+        deadline = now_ms + self._lease_ms
+        try:
+            await self._redis.zadd(
+                self.keys.leases, {rid: deadline for rid in request_ids}, xx=True, gt=True
+            )
+        except RedisError as exc:
+            raise StoreUnavailable("redis did not answer the lease extension") from exc
+
     async def expired_leases(self, now_ms: int, limit: int = 100) -> list[str]:
         """Request ids whose lease ran out before they were settled."""
         try:

@@ -63,6 +63,7 @@ async def serve(settings: Settings, *, ready: Callable[[], None] | None = None) 
     tasks = [
         asyncio.create_task(watcher.watch(settings.policy_poll_ms)),
         asyncio.create_task(sweep_forever(lambda: watcher.current.store, settings.lease_sweep_ms)),
+        asyncio.create_task(processor.keep_leases(max(settings.lease_ms // 3, 100))),
     ]
     log.info("tollgate ext_proc serving", extra={"listen": settings.grpc_listen})
     if ready is not None:

@@ -16,12 +16,14 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from collections.abc import AsyncIterator, Callable
 
 import grpc
 from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
 
+from extproc.budgets.store import BudgetStore
 from extproc.errors import GatewayFailure, Refusal, StoreUnavailable
 from extproc.server import messages
 from extproc.server.call import REQUEST_ID_HEADER, Call
@@ -39,11 +41,13 @@ class ExternalProcessor(pb_grpc.ExternalProcessorServicer):
     def __init__(self, runtime: Callable[[], Runtime]) -> None:
         self._runtime = runtime
         self._settlements: set[asyncio.Task[None]] = set()
+        self._live: dict[str, Call] = {}
 
     async def Process(
         self, request_iterator: AsyncIterator[pb.ProcessingRequest], context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.ProcessingResponse]:
         call = Call(self._runtime())
+        self._live[call.request_id] = call
         try:
             async for message in request_iterator:
                 yield await self._answer(call, message)
@@ -51,6 +55,30 @@ class ExternalProcessor(pb_grpc.ExternalProcessorServicer):
                     break
         finally:
             self._settle_later(call)
+
+    async def keep_leases(self, interval_ms: int) -> None:
+        """Extend the leases of the calls in flight every ``interval_ms``.
+
+        A call outliving its lease (a long stream) would otherwise be charged
+        at its estimate by the sweep while it runs. One Redis command per
+        tenant and tick, whatever the number of calls.
+        """
+        while True:
+            await asyncio.sleep(interval_ms / 1000)
+            await self._extend_leases()
+
+    async def _extend_leases(self) -> None:
+        by_store: dict[int, tuple[BudgetStore, list[str]]] = {}
+        for call in list(self._live.values()):
+            if call.reserved is not None:
+                store = call.runtime.store
+                by_store.setdefault(id(store), (store, []))[1].append(call.request_id)
+        now_ms = int(time.time() * 1000)
+        for store, request_ids in by_store.values():
+            try:
+                await store.extend_leases(request_ids, now_ms)
+            except StoreUnavailable as exc:
+                log.warning("lease extension failed", extra={"reason": str(exc)})
 
     async def drain(self, timeout_s: float) -> None:
         """Wait up to ``timeout_s`` for settlements still under way."""
@@ -87,7 +115,12 @@ class ExternalProcessor(pb_grpc.ExternalProcessorServicer):
     def _settle_later(self, call: Call) -> None:
         task = asyncio.get_running_loop().create_task(_settle(call))
         self._settlements.add(task)
-        task.add_done_callback(self._settlements.discard)
+
+        def done(finished: asyncio.Task[None]) -> None:
+            self._settlements.discard(finished)
+            self._live.pop(call.request_id, None)
+
+        task.add_done_callback(done)
 
 
 async def _settle(call: Call) -> None:

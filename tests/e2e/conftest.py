@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -73,29 +74,29 @@ class Gateway:
     policy_path: Path
 
 
-@pytest.fixture(scope="session")
-def gateway(
-    redis_server: RedisProcess, tmp_path_factory: pytest.TempPathFactory
+@contextlib.contextmanager
+def running_gateway(
+    workdir: Path, redis: RedisProcess, *, tenant: str = TENANT,
+    settings: dict[str, str] | None = None,
 ) -> Iterator[Gateway]:
-    workdir = tmp_path_factory.mktemp("gateway")
+    """A whole gateway: stand-in provider, ext_proc server, Envoy."""
     openai_key = "sk-gateway-openai-" + secrets.token_hex(12)
     anthropic_key = "sk-ant-gateway-" + secrets.token_hex(12)
     key_file = workdir / "anthropic.key"
     key_file.write_text(anthropic_key + "\n")
     policy_path = workdir / "policy.yaml"
-    policy_path.write_text(POLICY.format(tenant=TENANT, anthropic_key_file=key_file))
+    policy_path.write_text(POLICY.format(tenant=tenant, anthropic_key_file=key_file))
+    extproc_settings = {
+        "policy_file": str(policy_path), "redis_url": redis.url,
+        "log_level": "DEBUG", "policy_poll_ms": "200", **(settings or {}),
+    }
 
     with (
         StandIn(replay_responder) as standin,
         ExtprocProcess(
             workdir / "extproc",
             env={"E2E_OPENAI_KEY": openai_key, "E2E_GEMINI_KEY": GEMINI_KEY},
-            settings={
-                "policy_file": str(policy_path),
-                "redis_url": redis_server.url,
-                "log_level": "DEBUG",
-                "policy_poll_ms": "200",
-            },
+            settings=extproc_settings,
         ) as extproc,
     ):
         upstreams = {
@@ -111,16 +112,18 @@ def gateway(
         )
         with EnvoyProcess(config, workdir / "envoy") as envoy:
             yield Gateway(
-                Client(envoy.listen_port),
-                Ledger(redis_server.url, TENANT),
-                standin,
-                envoy,
-                extproc,
-                redis_server,
-                openai_key,
-                anthropic_key,
-                policy_path,
+                Client(envoy.listen_port), Ledger(redis.url, tenant), standin,
+                envoy, extproc, redis, openai_key, anthropic_key, policy_path,
             )
+
+
+@pytest.fixture(scope="session")
+def gateway(
+    redis_server: RedisProcess, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Gateway]:
+    """The gateway most end-to-end tests share; tests keep apart by identity."""
+    with running_gateway(tmp_path_factory.mktemp("gateway"), redis_server) as gateway:
+        yield gateway
 
 
 @pytest.fixture

@@ -282,3 +282,13 @@ async def test_shared_team_budget_holds_under_concurrent_users(store) -> None:
 
     assert 3 == sum(results)
     assert 100 == await _level(store, "team:platform")
+
+
+async def test_extended_lease_is_not_swept_while_the_call_runs(store) -> None:
+    await _reserve(store, "r1", 300, [_bucket(1000)])
+
+    await store.extend_leases(["r1", "never-held"], now_ms=NOW_MS + 50_000)
+
+    assert 0 == await settle_expired_leases(store, now_ms=NOW_MS + 61_000)
+    assert 1 == await settle_expired_leases(store, now_ms=NOW_MS + 111_000)
+    assert 0 == await store._redis.zcard(store.keys.leases)
