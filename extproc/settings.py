@@ -74,6 +74,22 @@ class Settings(BaseSettings):
         "calls finish and settle. Default 10.",
     )
 
+    journal_path: Path = Field(
+        default=Path("tollgate-journal.jsonl"),
+        description="TOLLGATE_JOURNAL_PATH: settlements Redis could not take, "
+        "replayed when it answers. Default tollgate-journal.jsonl.",
+    )
+    journal_max_bytes: int = Field(
+        default=64 * 1024 * 1024, gt=0,
+        description="TOLLGATE_JOURNAL_MAX_BYTES: the journal's bound; past it new "
+        "calls are refused. Default 67108864 (64 MiB).",
+    )
+    journal_replay_ms: int = Field(
+        default=1000, gt=0,
+        description="TOLLGATE_JOURNAL_REPLAY_MS: how often a non-empty journal is "
+        "replayed. Default 1000.",
+    )
+
     @property
     def effective_redis_url(self) -> str:
         return self.redis_url or "redis://127.0.0.1:6379/0"

@@ -108,7 +108,9 @@ return reply
 # ARGV[10]  ledger detail (JSON of the call, without the cost)
 # ARGV[11]  outcome word for the ledger (metered, estimated_cut, ...)
 # ARGV[12]  now, ms since the epoch
-# ARGV[13..] two per bucket, in KEYS order: the amount actually used
+# ARGV[13]  'held' to replace a reservation; 'direct' to charge a call that
+#           was admitted without one (the store was unreachable then)
+# ARGV[14..] two per bucket, in KEYS order: the amount actually used
 #           (-1: what was held), soft limits as comma-separated percents;
 #           then any further spend field prefixes (custom attribution), each
 #           booked with the cost and one request
@@ -121,7 +123,9 @@ if redis.call('EXISTS', KEYS[3]) == 1 then
 end
 local held = redis.call('HMGET', KEYS[1], 'estimate', 'periods', 'holds')
 local estimate = tonumber(held[1])
-if estimate == nil then
+if ARGV[13] == 'direct' then
+  estimate, held = tonumber(ARGV[2]), {ARGV[2], nil, nil}
+elseif estimate == nil then
   return {0, 'unknown'}
 end
 
@@ -141,7 +145,7 @@ local periods, holds = lines(held[2]), lines(held[3])
 for i = 7, #KEYS do
   local b = i - 6
   local hold = tonumber(holds[b]) or 0
-  local used = tonumber(ARGV[11 + 2 * b])
+  local used = tonumber(ARGV[12 + 2 * b])
   if used < 0 then
     used = hold
   end
@@ -158,7 +162,7 @@ for i = 7, #KEYS do
   end
   if cap ~= nil and cap > 0 then
     local spent = cap - level
-    for percent in string.gmatch(ARGV[12 + 2 * b], '([^,]+)') do
+    for percent in string.gmatch(ARGV[13 + 2 * b], '([^,]+)') do
       local field = 'alert:' .. percent
       local marker = state[1] or ''
       if spent * 100 >= tonumber(percent) * cap then
@@ -186,7 +190,7 @@ redis.call('HINCRBY', KEYS[5], prefix .. 'output_tokens', tonumber(ARGV[7]))
 if ARGV[8] == '1' then
   redis.call('HINCRBY', KEYS[5], prefix .. 'estimated_cost_micro_usd', cost)
 end
-for j = 13 + 2 * (#KEYS - 6), #ARGV do
+for j = 14 + 2 * (#KEYS - 6), #ARGV do
   redis.call('HINCRBY', KEYS[5], ARGV[j] .. 'cost_micro_usd', cost)
   redis.call('HINCRBY', KEYS[5], ARGV[j] .. 'requests', 1)
 end

@@ -205,13 +205,15 @@ class BudgetStore:
 
     async def settle(
         self, settlement: Settlement, buckets: list[BucketSpec], attribution: Attribution,
-        *, now: datetime | None = None,
+        *, now: datetime | None = None, reserved: bool = True,
     ) -> bool:
         """Book ``settlement``; True if it was booked now, False if the
         request was settled before or holds no reservation.
 
         ``buckets`` are those the reservation holds, in reservation order. A
-        cost of -1 charges what was held (the estimate).
+        cost of -1 charges what was held (the estimate). ``reserved=False``
+        charges a call admitted without a reservation (store unreachable at
+        admission); it is idempotent on the request id all the same.
         """
         now = now or datetime.now(UTC)
         day = now.strftime("%Y-%m-%d")
@@ -226,10 +228,13 @@ class BudgetStore:
             attribution.spend_prefix(), settlement.input_tokens,
             settlement.output_tokens, "1" if settlement.estimated else "0",
             LEDGER_MAX_ENTRIES, json.dumps(detail, sort_keys=True), settlement.outcome,
-            int(now.timestamp() * 1000),
+            int(now.timestamp() * 1000), "held" if reserved else "direct",
         ]
         for bucket in buckets:
-            args += [bucket.used(settlement), ",".join(map(str, bucket.soft_limits))]
+            used = bucket.used(settlement)
+            if not reserved and used < 0:
+                used = 1 if bucket.unit == UNIT_REQUESTS else 0
+            args += [used, ",".join(map(str, bucket.soft_limits))]
         args += attribution.label_prefixes()
 
         reply = await self._call(self._settle, keys, args)

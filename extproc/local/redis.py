@@ -34,8 +34,10 @@ class RedisProcess:
         binary: Path | None = None,
         ready_timeout_s: float = 10.0,
         stop_timeout_s: float = 5.0,
+        durable: bool = False,
     ) -> None:
         self.port = port if port is not None else free_port()
+        self.durable = durable  # append-only file, fsync'd: data survives restarts
         self.workdir = Path(workdir)
         self.binary = binary
         self.ready_timeout_s = ready_timeout_s
@@ -105,7 +107,9 @@ class RedisProcess:
             "--save",
             "",
             "--appendonly",
-            "no",
+            "yes" if self.durable else "no",
+            "--appendfsync",
+            "always",
             "--dir",
             str(self.workdir),
         ]

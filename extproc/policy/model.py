@@ -250,6 +250,9 @@ class Policy(_Strict):
     tools: Tools = Tools()
     attribution: AttributionHeader = AttributionHeader()
     pricing: Pricing = Pricing()
+    # When Redis is unreachable: refuse calls with 503 (the default: no spend
+    # goes unchecked), or admit them and journal their settlements locally.
+    store_failure: Literal["refuse", "admit"] = "refuse"
 
     @field_validator("tenant")
     @classmethod

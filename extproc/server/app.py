@@ -13,6 +13,7 @@ from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 
+from extproc.budgets.journal import Journal, replay_forever
 from extproc.budgets.leases import sweep_forever
 from extproc.budgets.store import BudgetStore
 from extproc.credentials import CredentialReader
@@ -58,12 +59,16 @@ async def serve(settings: Settings, *, ready: Callable[[], None] | None = None) 
         return Runtime(policy, credentials, store)
 
     watcher = PolicyWatcher(settings.policy_file, compile_policy)
-    processor = ExternalProcessor(lambda: watcher.current)
+    journal = Journal(settings.journal_path, max_bytes=settings.journal_max_bytes)
+    processor = ExternalProcessor(lambda: watcher.current, journal)
     server, health = await _start_server(settings, processor)
     tasks = [
         asyncio.create_task(watcher.watch(settings.policy_poll_ms)),
         asyncio.create_task(sweep_forever(lambda: watcher.current.store, settings.lease_sweep_ms)),
         asyncio.create_task(processor.keep_leases(max(settings.lease_ms // 3, 100))),
+        asyncio.create_task(
+            replay_forever(journal, lambda: watcher.current.store, settings.journal_replay_ms)
+        ),
     ]
     log.info("tollgate ext_proc serving", extra={"listen": settings.grpc_listen})
     if ready is not None:

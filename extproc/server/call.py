@@ -17,6 +17,7 @@ from typing import Any
 
 from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 
+from extproc.budgets.journal import Journal, JournalFull
 from extproc.budgets.scopes import Caller
 from extproc.budgets.store import Attribution, BucketSpec, Settlement
 from extproc.credentials import CLIENT_CREDENTIAL_HEADERS, without_query_credentials
@@ -47,10 +48,12 @@ _BODYLESS_METHODS = ("GET", "HEAD", "DELETE", "OPTIONS")
 class Call:
     """The state of one call, fed by the ext_proc messages of its stream."""
 
-    def __init__(self, runtime: Runtime) -> None:
+    def __init__(self, runtime: Runtime, journal: Journal) -> None:
         self.request_id = uuid.uuid4().hex
         self.runtime = runtime
         self._store = runtime.store
+        self._journal = journal
+        self.unreserved = False  # admitted while the store was unreachable
         self.started = time.monotonic()
 
         self.route: Route | None = None
@@ -162,13 +165,29 @@ class Call:
 
         settlement = self._settlement()
         attribution = self.attribution()
-        booked = await self._store.settle(settlement, self.reserved, attribution)
+        try:
+            booked = await self._store.settle(
+                settlement, self.reserved, attribution, reserved=not self.unreserved
+            )
+        except StoreUnavailable as exc:
+            await self._journal_settlement(settlement, attribution, exc)
+            return
 
         log.info("call settled" if booked else "call not settled", extra=self._log_fields())
 
-    def reset_settlement(self) -> None:
-        """Allow ``close`` to try again after the store failed."""
-        self._settled = False
+    async def _journal_settlement(
+        self, settlement: Settlement, attribution: Attribution, exc: StoreUnavailable
+    ) -> None:
+        assert self.reserved is not None
+        fields = {**self._log_fields(), "reason": str(exc)}
+        try:
+            await self._journal.append(
+                settlement, self.reserved, attribution, reserved=not self.unreserved
+            )
+        except JournalFull:
+            log.error("settlement lost: redis unreachable and journal full", extra=fields)
+            return
+        log.warning("call settled into the local journal", extra=fields)
 
     def access_log_fields(self) -> dict[str, Any]:
         """What Envoy's access log gets as dynamic metadata."""
@@ -278,16 +297,25 @@ class Call:
                 now_ms=int(now.timestamp() * 1000),
             )
         except StoreUnavailable as exc:
-            log.warning(
-                "budget store unreachable; refusing",
-                extra={"request_id": self.request_id, "reason": str(exc)},
-            )
+            self._admit_unreserved(exc)
+
+        self.reserved = buckets
+
+    def _admit_unreserved(self, exc: StoreUnavailable) -> None:
+        """Redis is unreachable: admit (journaling the settlement) if the
+        policy says so and the journal has room, else refuse with 503."""
+        admit = self.runtime.policy.store_failure == "admit" and self._journal.has_room()
+        log.warning(
+            "budget store unreachable; admitting unreserved" if admit
+            else "budget store unreachable; refusing",
+            extra={"request_id": self.request_id, "reason": str(exc)},
+        )
+        if not admit:
             raise ServiceUnavailable(
                 "the gateway cannot check budgets right now; try again shortly",
                 headers={"retry-after": "1"},
             ) from exc
-
-        self.reserved = buckets
+        self.unreserved = True
 
     def _open_reader(self, headers: dict[str, str]) -> None:
         assert self.route is not None and self.endpoint is not None

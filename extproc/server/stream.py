@@ -23,6 +23,7 @@ import grpc
 from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
 
+from extproc.budgets.journal import Journal
 from extproc.budgets.store import BudgetStore
 from extproc.errors import GatewayFailure, Refusal, StoreUnavailable
 from extproc.server import messages
@@ -31,22 +32,20 @@ from extproc.server.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
-SETTLE_ATTEMPTS = 5
-SETTLE_BACKOFF_S = 0.2
-
 
 class ExternalProcessor(pb_grpc.ExternalProcessorServicer):
     """Answers Envoy's ext_proc streams for the policy in force."""
 
-    def __init__(self, runtime: Callable[[], Runtime]) -> None:
+    def __init__(self, runtime: Callable[[], Runtime], journal: Journal) -> None:
         self._runtime = runtime
+        self._journal = journal
         self._settlements: set[asyncio.Task[None]] = set()
         self._live: dict[str, Call] = {}
 
     async def Process(
         self, request_iterator: AsyncIterator[pb.ProcessingRequest], context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.ProcessingResponse]:
-        call = Call(self._runtime())
+        call = Call(self._runtime(), self._journal)
         self._live[call.request_id] = call
         try:
             async for message in request_iterator:
@@ -124,24 +123,11 @@ class ExternalProcessor(pb_grpc.ExternalProcessorServicer):
 
 
 async def _settle(call: Call) -> None:
-    for attempt in range(1, SETTLE_ATTEMPTS + 1):
-        try:
-            await call.close()
-            return
-        except StoreUnavailable as exc:
-            call.reset_settlement()
-            log.warning(
-                "settlement failed; retrying",
-                extra={"request_id": call.request_id, "attempt": attempt, "reason": str(exc)},
-            )
-            await asyncio.sleep(SETTLE_BACKOFF_S * attempt)
-        except Exception:
-            log.exception("settlement failed", extra={"request_id": call.request_id})
-            return
-    log.error(
-        "settlement abandoned; the lease will charge the estimate",
-        extra={"request_id": call.request_id, "cost_micro_usd": call.cost_micro_usd},
-    )
+    """Settle one call; a Redis failure lands in the journal inside close."""
+    try:
+        await call.close()
+    except Exception:
+        log.exception("settlement failed", extra={"request_id": call.request_id})
 
 
 def _refusal_reply(call: Call, refusal: Refusal) -> pb.ProcessingResponse:

@@ -77,15 +77,18 @@ class Gateway:
 @contextlib.contextmanager
 def running_gateway(
     workdir: Path, redis: RedisProcess, *, tenant: str = TENANT,
-    settings: dict[str, str] | None = None,
+    settings: dict[str, str] | None = None, policy_extra: str = "",
 ) -> Iterator[Gateway]:
     """A whole gateway: stand-in provider, ext_proc server, Envoy."""
+    workdir.mkdir(parents=True, exist_ok=True)
     openai_key = "sk-gateway-openai-" + secrets.token_hex(12)
     anthropic_key = "sk-ant-gateway-" + secrets.token_hex(12)
     key_file = workdir / "anthropic.key"
     key_file.write_text(anthropic_key + "\n")
     policy_path = workdir / "policy.yaml"
-    policy_path.write_text(POLICY.format(tenant=tenant, anthropic_key_file=key_file))
+    policy_path.write_text(
+        POLICY.format(tenant=tenant, anthropic_key_file=key_file) + policy_extra
+    )
     extproc_settings = {
         "policy_file": str(policy_path), "redis_url": redis.url,
         "log_level": "DEBUG", "policy_poll_ms": "200", **(settings or {}),

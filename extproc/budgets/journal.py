@@ -1,0 +1,144 @@
+"""A durable local journal of settlements that Redis could not take.
+
+When Redis is unreachable, a settlement is appended here (one JSON line,
+fsync'd) instead of being lost, and replayed into Redis when it answers
+again. Replay goes through the same settlement script, which is idempotent
+on the request id, so a record replayed twice (a crash mid-replay) still
+charges once. The file is bounded: past ``max_bytes`` appends are refused
+and the caller decides (the flow then refuses new calls).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from extproc.budgets.store import Attribution, BucketSpec, BudgetStore, Settlement
+from extproc.errors import StoreUnavailable, TollgateError
+
+log = logging.getLogger(__name__)
+
+
+class JournalFull(TollgateError):
+    """The journal reached its size bound; nothing more is accepted."""
+
+
+class Journal:
+    """Settlements waiting for Redis, in an append-only file."""
+
+    def __init__(self, path: Path, *, max_bytes: int) -> None:
+        self.path = Path(path)
+        self.max_bytes = max_bytes
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._depth = len(self._read_lines())
+        self._lock = asyncio.Lock()
+
+    @property
+    def depth(self) -> int:
+        """Settlements waiting to be replayed."""
+        return self._depth
+
+    def has_room(self) -> bool:
+        return self._size() < self.max_bytes
+
+    async def append(
+        self, settlement: Settlement, buckets: list[BucketSpec], attribution: Attribution,
+        *, reserved: bool,
+    ) -> None:
+        """Write one settlement durably. Raises ``JournalFull`` past the bound."""
+        record = {
+            "settlement": asdict(settlement),
+            "buckets": [asdict(b) for b in buckets],
+            "attribution": attribution.as_dict(),
+            "reserved": reserved,
+        }
+        line = (json.dumps(record, sort_keys=True) + "\n").encode()
+        async with self._lock:
+            if self._size() + len(line) > self.max_bytes:
+                raise JournalFull(f"journal {self.path} is full ({self.max_bytes} bytes)")
+            await asyncio.to_thread(self._append_synced, line)
+            self._depth += 1
+
+    async def replay(self, store_of: Any) -> int:
+        """Settle every journaled record; keep those Redis did not take.
+
+        ``store_of()`` gives the store of the policy in force; records carry
+        their own buckets and attribution. Returns how many records left the
+        journal.
+        """
+        async with self._lock:
+            lines = self._read_lines()
+            if not lines:
+                return 0
+            store: BudgetStore = store_of()
+            remaining = await _settle_all(store, lines)
+            await asyncio.to_thread(self._rewrite, remaining)
+            self._depth = len(remaining)
+            return len(lines) - len(remaining)
+
+    def _size(self) -> int:
+        try:
+            return self.path.stat().st_size
+        except FileNotFoundError:
+            return 0
+
+    def _read_lines(self) -> list[str]:
+        try:
+            text = self.path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return []
+        return [line for line in text.splitlines() if line.strip()]
+
+    def _append_synced(self, line: bytes) -> None:
+        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        try:
+            os.write(fd, line)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def _rewrite(self, lines: list[str]) -> None:
+        temporary = self.path.with_suffix(self.path.suffix + ".tmp")
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.write(fd, "".join(line + "\n" for line in lines).encode())
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(temporary, self.path)
+
+
+async def _settle_all(store: BudgetStore, lines: list[str]) -> list[str]:
+    remaining: list[str] = []
+    for index, line in enumerate(lines):
+        try:
+            record = json.loads(line)
+            settlement = Settlement(**record["settlement"])
+            buckets = [BucketSpec(**{**b, "soft_limits": tuple(b["soft_limits"])})
+                       for b in record["buckets"]]
+            attribution = Attribution.from_dict(record["attribution"])
+        except (ValueError, KeyError, TypeError):
+            log.error("journal record unreadable; dropped", extra={"record": line[:500]})
+            continue
+        try:
+            await store.settle(settlement, buckets, attribution,
+                               reserved=bool(record.get("reserved", True)))
+        except StoreUnavailable:
+            return remaining + lines[index:]
+    return remaining
+
+
+async def replay_forever(journal: Journal, store_of: Any, interval_ms: int) -> None:
+    """Replay the journal every ``interval_ms`` while it holds records."""
+    while True:
+        await asyncio.sleep(interval_ms / 1000)
+        if journal.depth:
+            replayed = await journal.replay(store_of)
+            if replayed:
+                log.warning("journal replayed into redis",
+                            extra={"replayed": replayed, "waiting": journal.depth})
