@@ -40,7 +40,18 @@ def _parser() -> argparse.ArgumentParser:
     spend = commands.add_parser("spend", help="print booked spend")
     spend.add_argument("--days", type=int, default=7, help="days back from today (UTC)")
     spend.add_argument("--format", choices=("table", "csv", "json"), default="table")
+    spend.add_argument("--html", metavar="FILE",
+                       help="write a self-contained HTML report to FILE instead")
+    spend.add_argument("--dimension", default="team",
+                       help="what the HTML chart stacks by: team, project, identity, "
+                       "tool, provider or model")
     spend.set_defaults(handler=_spend)
+
+    bill = commands.add_parser("bill", help="the month's statement by team and project")
+    bill.add_argument("--month", required=True, help="YYYY-MM")
+    bill.add_argument("--format", choices=("csv", "html"), default="csv")
+    bill.add_argument("--output", default="-", help="file to write, - for stdout")
+    bill.set_defaults(handler=_bill)
 
     usage = commands.add_parser("usage", help="meter and price a saved response body")
     usage.add_argument("file", help="response body file, or - for standard input")
@@ -71,7 +82,17 @@ def _up(args: argparse.Namespace) -> int:
     return run_up(demo=args.demo, listen_port=args.port)
 
 
+def _bill(args: argparse.Namespace) -> int:
+    from extproc.reports.commands import bill_command
+
+    return bill_command(args)
+
+
 def _spend(args: argparse.Namespace) -> int:
+    if args.html:
+        from extproc.reports.commands import html_command
+
+        return html_command(args)
     import redis
 
     from extproc.policy import load_policy

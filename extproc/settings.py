@@ -90,6 +90,23 @@ class Settings(BaseSettings):
         "replayed. Default 1000.",
     )
 
+    prometheus_port: int | None = Field(
+        default=None, gt=0, lt=65536,
+        description="TOLLGATE_PROMETHEUS_PORT: serve /metrics for scraping on this "
+        "port. Default none (OTLP through the OTEL_* variables only).",
+    )
+    metric_label_cap: int = Field(
+        default=1000, gt=0,
+        description="TOLLGATE_METRIC_LABEL_CAP: distinct values per metric label "
+        "(identity, team, tool, model) before further ones read 'other'. "
+        "Default 1000.",
+    )
+    spend_retention_days: int = Field(
+        default=400, ge=396,
+        description="TOLLGATE_SPEND_RETENTION_DAYS: how long daily spend "
+        "aggregates are kept (at least 13 months). Default 400.",
+    )
+
     @property
     def effective_redis_url(self) -> str:
         return self.redis_url or "redis://127.0.0.1:6379/0"

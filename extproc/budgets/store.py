@@ -164,10 +164,14 @@ class Keys:
 class BudgetStore:
     """Reservations and settlements of one tenant against one Redis."""
 
-    def __init__(self, client: aioredis.Redis, tenant: str, *, lease_ms: int) -> None:
+    def __init__(
+        self, client: aioredis.Redis, tenant: str, *, lease_ms: int,
+        spend_retention_s: int = SPEND_RETENTION_S,
+    ) -> None:
         self._redis = client
         self.keys = Keys(tenant)
         self._lease_ms = lease_ms
+        self._spend_retention_s = spend_retention_s
         self._reserve = client.register_script(RESERVE)
         self._settle = client.register_script(SETTLE)
 
@@ -224,7 +228,7 @@ class BudgetStore:
         ] + [self.keys.bucket(b.scope) for b in buckets]
         detail = {**settlement.detail, **attribution.as_dict()}
         args = [
-            rid, settlement.cost_micro_usd, SETTLED_MARKER_TTL_S, SPEND_RETENTION_S,
+            rid, settlement.cost_micro_usd, SETTLED_MARKER_TTL_S, self._spend_retention_s,
             attribution.spend_prefix(), settlement.input_tokens,
             settlement.output_tokens, "1" if settlement.estimated else "0",
             LEDGER_MAX_ENTRIES, json.dumps(detail, sort_keys=True), settlement.outcome,

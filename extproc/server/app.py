@@ -21,6 +21,7 @@ from extproc.policy import Policy, PolicyWatcher
 from extproc.server.runtime import Runtime
 from extproc.server.stream import ExternalProcessor
 from extproc.settings import Settings
+from extproc.telemetry import Telemetry
 
 log = logging.getLogger(__name__)
 
@@ -55,12 +56,19 @@ async def serve(settings: Settings, *, ready: Callable[[], None] | None = None) 
     credentials = CredentialReader()
 
     def compile_policy(policy: Policy) -> Runtime:
-        store = BudgetStore(client, policy.tenant, lease_ms=settings.lease_ms)
+        store = BudgetStore(
+            client, policy.tenant, lease_ms=settings.lease_ms,
+            spend_retention_s=settings.spend_retention_days * 86_400,
+        )
         return Runtime(policy, credentials, store)
 
     watcher = PolicyWatcher(settings.policy_file, compile_policy)
     journal = Journal(settings.journal_path, max_bytes=settings.journal_max_bytes)
-    processor = ExternalProcessor(lambda: watcher.current, journal)
+    telemetry = Telemetry.from_environment(
+        prometheus_port=settings.prometheus_port, max_label_values=settings.metric_label_cap
+    )
+    telemetry.set_journal_depth_source(lambda: journal.depth)
+    processor = ExternalProcessor(lambda: watcher.current, journal, telemetry)
     server, health = await _start_server(settings, processor)
     tasks = [
         asyncio.create_task(watcher.watch(settings.policy_poll_ms)),
@@ -77,6 +85,7 @@ async def serve(settings: Settings, *, ready: Callable[[], None] | None = None) 
     await _wait_for_signal()
 
     await _stop(server, health, processor, tasks, settings.grace_period_s)
+    telemetry.shutdown()
     await client.aclose()
 
 

@@ -19,7 +19,7 @@ from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 
 from extproc.budgets.journal import Journal, JournalFull
 from extproc.budgets.scopes import Caller
-from extproc.budgets.store import Attribution, BucketSpec, Settlement
+from extproc.budgets.store import UNIT_MICRO_USD, Attribution, BucketSpec, Settlement
 from extproc.credentials import CLIENT_CREDENTIAL_HEADERS, without_query_credentials
 from extproc.identity import identity_from, labels_from, tool_from
 from extproc.errors import (
@@ -37,6 +37,7 @@ from extproc.pricing import Price
 from extproc.providers.base import Endpoint, Reading, RequestFacts
 from extproc.server import messages
 from extproc.server.runtime import Route, Runtime
+from extproc.telemetry import CallRecord, CallTrace, Telemetry
 
 log = logging.getLogger(__name__)
 
@@ -48,11 +49,17 @@ _BODYLESS_METHODS = ("GET", "HEAD", "DELETE", "OPTIONS")
 class Call:
     """The state of one call, fed by the ext_proc messages of its stream."""
 
-    def __init__(self, runtime: Runtime, journal: Journal) -> None:
+    def __init__(
+        self, runtime: Runtime, journal: Journal, telemetry: Telemetry,
+        *, trace_context: dict[str, str] | None = None,
+    ) -> None:
         self.request_id = uuid.uuid4().hex
         self.runtime = runtime
         self._store = runtime.store
         self._journal = journal
+        self._telemetry = telemetry
+        self.trace: CallTrace | None = None
+        self._trace_context = trace_context or {}
         self.unreserved = False  # admitted while the store was unreachable
         self.started = time.monotonic()
 
@@ -88,6 +95,11 @@ class Call:
     def on_request_headers(self, message: pb.HttpHeaders) -> pb.ProcessingResponse:
         """Route, identify, swap credentials. Bodyless calls are not metered."""
         headers = messages.header_map(message)
+        # Envoy's own span (on the gRPC stream) first, else the client's.
+        context = self._trace_context if "traceparent" in self._trace_context else headers
+        self.trace = self._telemetry.start_call(
+            traceparent=context.get("traceparent"), tracestate=context.get("tracestate")
+        )
         self.method = headers.get(":method", "")
         self._request_headers = headers
         self.route, upstream_path = self._route(headers)
@@ -134,6 +146,7 @@ class Call:
         if self.reserved is None:
             self.finished = True
             log.info("call passed through unmetered", extra=self._log_fields())
+            self.finish_trace(decision="unmetered")
             return messages.response_headers_reply(
                 set_headers, skip_body=True, metadata=self.access_log_fields()
             )
@@ -170,10 +183,42 @@ class Call:
                 settlement, self.reserved, attribution, reserved=not self.unreserved
             )
         except StoreUnavailable as exc:
+            self._telemetry.record_redis_error("settle")
             await self._journal_settlement(settlement, attribution, exc)
-            return
+        else:
+            log.info("call settled" if booked else "call not settled",
+                     extra=self._log_fields())
+        self.finish_trace(decision="allowed")
 
-        log.info("call settled" if booked else "call not settled", extra=self._log_fields())
+    def finish_trace(
+        self, *, decision: str, scope: str | None = None, status: int | None = None
+    ) -> None:
+        """End this call's span and record its metrics (never raises)."""
+        if self.trace is None:
+            return
+        charge = self.charge
+        endpoint = self.endpoint
+        self.trace.finish(CallRecord(
+            request_id=self.request_id,
+            identity=self.identity or "",
+            team=(self.caller.team or "") if self.caller else "",
+            project=(self.caller.project or "") if self.caller else "",
+            tool=(self.caller.tool or "") if self.caller else "",
+            provider=self.route.name if self.route else "",
+            provider_family=self.route.config.family if self.route else "",
+            operation=endpoint.operation if endpoint else "",
+            request_model=self.facts.model if self.facts else None,
+            response_model=self._reading.model if self._reading else None,
+            usage=charge.usage if charge else None,
+            cost_micro_usd=self.cost_micro_usd or 0,
+            outcome=charge.outcome if charge else "",
+            estimated=charge.estimated if charge else False,
+            decision=decision,
+            scope=scope,
+            status=status if status is not None else self.status,
+            finish_reasons=self._reading.finish_reasons if self._reading else (),
+            price_source=self.price_source,
+        ))
 
     async def _journal_settlement(
         self, settlement: Settlement, attribution: Attribution, exc: StoreUnavailable
@@ -297,9 +342,13 @@ class Call:
                 now_ms=int(now.timestamp() * 1000),
             )
         except StoreUnavailable as exc:
+            self._telemetry.record_redis_error("reserve")
             self._admit_unreserved(exc)
 
         self.reserved = buckets
+        for bucket, level in zip(buckets, self.levels):
+            if bucket.unit == UNIT_MICRO_USD:
+                self._telemetry.record_budget_level(bucket.scope, level)
 
     def _admit_unreserved(self, exc: StoreUnavailable) -> None:
         """Redis is unreachable: admit (journaling the settlement) if the

@@ -29,6 +29,7 @@ from extproc.errors import GatewayFailure, Refusal, StoreUnavailable
 from extproc.server import messages
 from extproc.server.call import REQUEST_ID_HEADER, Call
 from extproc.server.runtime import Runtime
+from extproc.telemetry import Telemetry
 
 log = logging.getLogger(__name__)
 
@@ -36,16 +37,20 @@ log = logging.getLogger(__name__)
 class ExternalProcessor(pb_grpc.ExternalProcessorServicer):
     """Answers Envoy's ext_proc streams for the policy in force."""
 
-    def __init__(self, runtime: Callable[[], Runtime], journal: Journal) -> None:
+    def __init__(
+        self, runtime: Callable[[], Runtime], journal: Journal, telemetry: Telemetry
+    ) -> None:
         self._runtime = runtime
         self._journal = journal
+        self._telemetry = telemetry
         self._settlements: set[asyncio.Task[None]] = set()
         self._live: dict[str, Call] = {}
 
     async def Process(
         self, request_iterator: AsyncIterator[pb.ProcessingRequest], context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.ProcessingResponse]:
-        call = Call(self._runtime(), self._journal)
+        call = Call(self._runtime(), self._journal, self._telemetry,
+                    trace_context=_trace_context(context))
         self._live[call.request_id] = call
         try:
             async for message in request_iterator:
@@ -77,6 +82,7 @@ class ExternalProcessor(pb_grpc.ExternalProcessorServicer):
             try:
                 await store.extend_leases(request_ids, now_ms)
             except StoreUnavailable as exc:
+                self._telemetry.record_redis_error("extend_leases")
                 log.warning("lease extension failed", extra={"reason": str(exc)})
 
     async def drain(self, timeout_s: float) -> None:
@@ -87,7 +93,10 @@ class ExternalProcessor(pb_grpc.ExternalProcessorServicer):
     async def _answer(self, call: Call, message: pb.ProcessingRequest) -> pb.ProcessingResponse:
         kind = message.WhichOneof("request")
         try:
-            return await self._dispatch(call, kind, message)
+            if call.trace is None:
+                return await self._dispatch(call, kind, message)
+            with call.trace.phase(kind or "unknown"):
+                return await self._dispatch(call, kind, message)
         except Refusal as refusal:
             call.finished = True
             return _refusal_reply(call, refusal)
@@ -130,6 +139,23 @@ async def _settle(call: Call) -> None:
         log.exception("settlement failed", extra={"request_id": call.request_id})
 
 
+def _trace_context(context: grpc.aio.ServicerContext) -> dict[str, str]:
+    """The W3C trace context Envoy's tracer puts on the ext_proc stream.
+
+    Envoy injects it into the gRPC call it makes (its span for the ext_proc
+    exchange), not into the HTTP headers it sends us; a span started from
+    it joins Envoy's trace.
+    """
+    try:
+        metadata = context.invocation_metadata() or ()
+    except Exception:  # telemetry never fails a request
+        return {}
+    return {
+        key: value for key, value in metadata
+        if key in ("traceparent", "tracestate") and isinstance(value, str)
+    }
+
+
 def _refusal_reply(call: Call, refusal: Refusal) -> pb.ProcessingResponse:
     family = call.route.family if call.route else None
     if family is not None:
@@ -146,6 +172,8 @@ def _refusal_reply(call: Call, refusal: Refusal) -> pb.ProcessingResponse:
             "scope": getattr(refusal, "scope", None),
         },
     )
+    call.finish_trace(decision=refusal.code, scope=getattr(refusal, "scope", None),
+                      status=refusal.status)
     metadata = {"request_id": call.request_id, "decision": refusal.code,
                 "identity": call.identity or ""}
     return messages.immediate_reply(
