@@ -35,9 +35,11 @@ def _set_level(gateway, scope: str, level: int) -> None:
 
 
 def _burst(gateway, identities: list[str]) -> list[int]:
+    """All at once; each admitted stream lasts about a second, so that the
+    admitted ones still hold their reservations while the rest arrive."""
     def one(identity: str) -> int:
         return gateway.client.post(CHAT, BODY, {
-            "x-tollgate-identity": identity, REPLAY_HEADER: FIXTURE, DELAY_HEADER: "20",
+            "x-tollgate-identity": identity, REPLAY_HEADER: FIXTURE, DELAY_HEADER: "100",
         }).status
 
     with ThreadPoolExecutor(max_workers=len(identities)) as pool:
