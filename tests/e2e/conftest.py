@@ -78,6 +78,7 @@ class Gateway:
 def running_gateway(
     workdir: Path, redis: RedisProcess, *, tenant: str = TENANT,
     settings: dict[str, str] | None = None, policy_extra: str = "",
+    env: dict[str, str] | None = None,
 ) -> Iterator[Gateway]:
     """A whole gateway: stand-in provider, ext_proc server, Envoy."""
     workdir.mkdir(parents=True, exist_ok=True)
@@ -98,7 +99,8 @@ def running_gateway(
         StandIn(replay_responder) as standin,
         ExtprocProcess(
             workdir / "extproc",
-            env={"E2E_OPENAI_KEY": openai_key, "E2E_GEMINI_KEY": GEMINI_KEY},
+            env={"E2E_OPENAI_KEY": openai_key, "E2E_GEMINI_KEY": GEMINI_KEY,
+                 **(env or {})},
             settings=extproc_settings,
         ) as extproc,
     ):
