@@ -49,7 +49,10 @@ def _compose(text: str, source: str) -> tuple[Any, Lines]:
 
     lines: Lines = {}
     problems: list[str] = []
-    data = _build(root, (), lines, problems)
+    try:
+        data = _build(root, (), lines, problems)
+    except yaml.YAMLError as exc:
+        raise PolicyError(source, [f"not valid YAML: {exc}"]) from exc
     if problems:
         raise PolicyError(source, problems)
 
