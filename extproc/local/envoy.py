@@ -1,8 +1,11 @@
-"""Render the local Envoy bootstrap and run Envoy as a child process.
+"""Render the committed Envoy bootstraps and run Envoy as a child process.
 
-``render_local_config`` turns the committed ``envoy/local.yaml`` into a
-config for one run (ports, ext_proc address, provider endpoints, access log).
-``EnvoyProcess`` runs such a config until the ``with`` block ends.
+``render_local_config`` turns ``envoy/local.yaml`` into a config for one run
+(ports, ext_proc address, provider endpoints, access log);
+``render_egress_config`` does the same for the egress gateway's
+``envoy/egress.yaml``, keeping its provider TLS settings and pointing only
+the endpoints, the CA bundle and the JWKS file elsewhere. ``EnvoyProcess``
+runs such a config until the ``with`` block ends.
 """
 
 from __future__ import annotations
@@ -27,11 +30,19 @@ from extproc.local.binaries import envoy_binary
 
 logger = logging.getLogger(__name__)
 
-LOCAL_CONFIG_PATH = Path(__file__).resolve().parents[2] / "envoy" / "local.yaml"
+ENVOY_DIR = Path(__file__).resolve().parents[2] / "envoy"
+LOCAL_CONFIG_PATH = ENVOY_DIR / "local.yaml"
 """The committed bootstrap; only present in a source checkout, by design."""
+EGRESS_CONFIG_PATH = ENVOY_DIR / "egress.yaml"
+"""The egress gateway's bootstrap (k8s/base ships a copy); source tree only."""
 
 LISTENER_NAME = "tollgate_egress"
+HEALTH_LISTENER_NAME = "tollgate_health"
 EXTPROC_CLUSTER = "tollgate_extproc"
+ADMIN_CLUSTER = "envoy_admin"
+JWT_FILTER = "envoy.filters.http.jwt_authn"
+JWT_PROVIDER = "workload"
+TLS_SOCKET = "envoy.transport_sockets.tls"
 STDOUT_LOGGER = "envoy.access_loggers.stdout"
 FILE_LOGGER = "envoy.access_loggers.file"
 FILE_LOG_TYPE = (
@@ -78,6 +89,71 @@ def render_local_config(
     _point_extproc(_named(clusters, EXTPROC_CLUSTER, "cluster"), extproc_address)
     for name, (host, port, tls) in (upstreams or {}).items():
         _point_upstream(_named(clusters, name, "cluster"), host, port, tls)
+    if access_log_path is not None:
+        _log_to_file(_connection_manager(listener), access_log_path)
+
+    return config
+
+
+def render_egress_config(
+    *,
+    listen_port: int,
+    health_port: int,
+    admin_port: int,
+    extproc_address: str,
+    upstreams: dict[str, tuple[str, int]] | None = None,
+    trusted_ca_path: str | None = None,
+    jwks_path: str | None = None,
+    access_log_path: str | None = None,
+    template_path: Path = EGRESS_CONFIG_PATH,
+) -> dict[str, Any]:
+    """Return the egress gateway bootstrap patched for one run, as a fresh dict.
+
+    - ``listen_port``, ``health_port``: the egress and the probe listener,
+      bound to 127.0.0.1 (the file binds 0.0.0.0, for a pod); 0 lets Envoy
+      choose for the egress listener.
+    - ``admin_port``: a concrete port, because the probe listener's metrics
+      route points at it.
+    - ``extproc_address``: ``unix:/path`` (as in the pod) or ``host:port``.
+    - ``upstreams``: provider cluster name -> ``(address, port)``. Only the
+      endpoint changes: TLS stays on, with the file's SNI and required
+      certificate name, so a test server must present a certificate for the
+      provider's real name.
+    - ``trusted_ca_path``: the CA bundle every provider cluster trusts instead
+      of the system one.
+    - ``jwks_path``: the JWKS file the JWT filter verifies tokens with,
+      instead of the one mounted in the pod.
+    - ``access_log_path``: write the JSON access log to this file.
+
+    Raises ``ConfigError`` when the template is missing or an argument names
+    nothing in it.
+    """
+    if admin_port <= 0:
+        raise ConfigError(
+            "admin_port must be a concrete port: /stats/prometheus points at it"
+        )
+    config = _load_template(template_path)
+    resources = config["static_resources"]
+    listener = _named(resources["listeners"], LISTENER_NAME, "listener")
+    health = _named(resources["listeners"], HEALTH_LISTENER_NAME, "listener")
+    clusters = resources["clusters"]
+
+    _set_port(config["admin"]["address"], admin_port)
+    _bind_loopback(listener, listen_port)
+    _bind_loopback(health, health_port)
+    _set_endpoint(
+        _named(clusters, ADMIN_CLUSTER, "cluster"),
+        {"socket_address": {"address": "127.0.0.1", "port_value": admin_port}},
+    )
+    _point_extproc(_named(clusters, EXTPROC_CLUSTER, "cluster"), extproc_address)
+    for name, (host, port) in (upstreams or {}).items():
+        _point_tls_upstream(_named(clusters, name, "cluster"), host, port)
+    if trusted_ca_path is not None:
+        for cluster in clusters:
+            _trust_ca(cluster, trusted_ca_path)
+    if jwks_path is not None:
+        jwt_provider = _jwt_provider(_connection_manager(listener))
+        jwt_provider["local_jwks"] = {"filename": jwks_path}
     if access_log_path is not None:
         _log_to_file(_connection_manager(listener), access_log_path)
 
@@ -289,7 +365,10 @@ def _load_template(path: Path) -> dict[str, Any]:
     if not isinstance(loaded, dict):
         raise ConfigError(f"Envoy bootstrap template {path} is not a mapping")
 
-    return loaded
+    # YAML anchors load as shared objects; a JSON round trip gives every
+    # cluster and route its own copy, so patching one never patches another.
+    unshared: dict[str, Any] = json.loads(json.dumps(loaded))
+    return unshared
 
 
 def _named(items: list[dict[str, Any]], name: str, kind: str) -> dict[str, Any]:
@@ -343,6 +422,35 @@ def _point_upstream(cluster: dict[str, Any], host: str, port: int, tls: bool) ->
         cluster.pop("dns_lookup_family", None)
     else:
         cluster["type"] = "LOGICAL_DNS"
+
+
+def _bind_loopback(listener: dict[str, Any], port: int) -> None:
+    _set_port(listener["address"], port)
+    listener["address"]["socket_address"]["address"] = "127.0.0.1"
+
+
+def _point_tls_upstream(cluster: dict[str, Any], host: str, port: int) -> None:
+    if cluster.get("transport_socket", {}).get("name") != TLS_SOCKET:
+        raise ConfigError(f"cluster {cluster['name']} has no TLS transport socket")
+    _set_endpoint(cluster, {"socket_address": {"address": host, "port_value": port}})
+    if _is_ip(host):
+        cluster["type"] = "STATIC"
+        cluster.pop("dns_lookup_family", None)
+        cluster.pop("respect_dns_ttl", None)
+
+
+def _trust_ca(cluster: dict[str, Any], path: str) -> None:
+    socket = cluster.get("transport_socket", {})
+    if socket.get("name") != TLS_SOCKET:
+        return
+    validation = socket["typed_config"]["common_tls_context"]["validation_context"]
+    validation["trusted_ca"] = {"filename": path}
+
+
+def _jwt_provider(manager: dict[str, Any]) -> dict[str, Any]:
+    jwt_filter = _named(manager.get("http_filters", []), JWT_FILTER, "HTTP filter")
+    provider: dict[str, Any] = jwt_filter["typed_config"]["providers"][JWT_PROVIDER]
+    return provider
 
 
 def _set_endpoint(cluster: dict[str, Any], address: dict[str, Any]) -> None:

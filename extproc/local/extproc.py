@@ -22,17 +22,20 @@ class ExtprocProcess:
 
     ``settings`` are ``TOLLGATE_*`` variables (without the prefix) added to
     this process's environment; ``env`` adds other variables (credentials).
-    The gRPC address is fixed at construction and kept across ``restart``.
+    The gRPC address is fixed at construction and kept across ``restart``:
+    ``127.0.0.1:port``, or ``listen`` when given (for example
+    ``unix:/path/extproc.sock``, as in a gateway pod).
     On enter, returns once the gRPC health service answers SERVING.
     """
 
     def __init__(
         self, workdir: Path, *, settings: dict[str, str], env: dict[str, str] | None = None,
-        port: int | None = None, ready_timeout_s: float = 20.0, stop_timeout_s: float = 15.0,
+        port: int | None = None, listen: str | None = None,
+        ready_timeout_s: float = 20.0, stop_timeout_s: float = 15.0,
     ) -> None:
         self.workdir = Path(workdir)
         self.port = port or free_port()
-        self.address = f"127.0.0.1:{self.port}"
+        self.address = listen or f"127.0.0.1:{self.port}"
         self.log_path = self.workdir / "extproc.log"
         self._env = {**os.environ, **(env or {})}
         self._env.update({f"TOLLGATE_{k.upper()}": v for k, v in settings.items()})

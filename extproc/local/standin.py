@@ -4,12 +4,15 @@
 ``responder`` returns. Replies with several chunks (or no content-length) go
 out chunked, one write and flush per chunk with an optional pause between,
 so a stream reaches Envoy, the ext_proc server and the client chunk by chunk
-the way a provider's server-sent events do.
+the way a provider's server-sent events do. With ``ssl_context`` it speaks
+HTTPS and presents that context's certificate (for example one for a
+provider's real name, from a test CA).
 """
 
 from __future__ import annotations
 
 import logging
+import ssl
 import threading
 import time
 from collections.abc import Callable
@@ -69,10 +72,16 @@ class StandIn:
     """
 
     def __init__(
-        self, responder: Responder, *, host: str = "127.0.0.1", port: int = 0
+        self,
+        responder: Responder,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self.responder = responder
         self._address = (host, port)
+        self._ssl_context = ssl_context
         self._lock = threading.Lock()
         self._requests: list[RecordedRequest] = []
         self._server: _Server | None = None
@@ -87,7 +96,8 @@ class StandIn:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        scheme = "https" if self._ssl_context else "http"
+        return f"{scheme}://127.0.0.1:{self.port}"
 
     @property
     def requests(self) -> list[RecordedRequest]:
@@ -108,6 +118,13 @@ class StandIn:
 
     def start(self) -> None:
         self._server = _Server(self._address, _Handler, owner=self)
+        if self._ssl_context is not None:
+            # The handshake runs in accept(), on the serving thread; a client
+            # that fails it (say, one that refuses the certificate) raises an
+            # OSError there, which the server drops with that connection.
+            self._server.socket = self._ssl_context.wrap_socket(
+                self._server.socket, server_side=True
+            )
         self._thread = threading.Thread(
             target=self._server.serve_forever,
             name=f"standin-{self.port}",
