@@ -39,6 +39,7 @@ EGRESS_CONFIG_PATH = ENVOY_DIR / "egress.yaml"
 LISTENER_NAME = "tollgate_egress"
 HEALTH_LISTENER_NAME = "tollgate_health"
 EXTPROC_CLUSTER = "tollgate_extproc"
+COLLECTOR_CLUSTER = "otel_collector"
 ADMIN_CLUSTER = "envoy_admin"
 JWT_FILTER = "envoy.filters.http.jwt_authn"
 JWT_PROVIDER = "workload"
@@ -60,6 +61,7 @@ def render_local_config(
     extproc_address: str,
     upstreams: dict[str, Upstream] | None = None,
     access_log_path: str | None = None,
+    collector_address: str | None = None,
     template_path: Path = LOCAL_CONFIG_PATH,
 ) -> dict[str, Any]:
     """Return the local bootstrap patched for one run, as a fresh dict.
@@ -75,6 +77,8 @@ def render_local_config(
       routes' host rewrite is kept, so a stand-in sees the provider's Host.
     - ``access_log_path``: write the JSON access log to this file instead of
       stdout.
+    - ``collector_address``: ``host:port`` of the OTLP/gRPC collector that
+      receives Envoy's spans (default 127.0.0.1:4317).
 
     Raises ``ConfigError`` when the template is missing (it ships with the
     source tree, not the package) or an argument names nothing in it.
@@ -86,11 +90,13 @@ def render_local_config(
 
     _set_port(config["admin"]["address"], admin_port)
     _set_port(listener["address"], listen_port)
-    _point_extproc(_named(clusters, EXTPROC_CLUSTER, "cluster"), extproc_address)
+    _point_grpc(_named(clusters, EXTPROC_CLUSTER, "cluster"), extproc_address)
     for name, (host, port, tls) in (upstreams or {}).items():
         _point_upstream(_named(clusters, name, "cluster"), host, port, tls)
     if access_log_path is not None:
         _log_to_file(_connection_manager(listener), access_log_path)
+    if collector_address is not None:
+        _point_grpc(_named(clusters, COLLECTOR_CLUSTER, "cluster"), collector_address)
 
     return config
 
@@ -145,7 +151,7 @@ def render_egress_config(
         _named(clusters, ADMIN_CLUSTER, "cluster"),
         {"socket_address": {"address": "127.0.0.1", "port_value": admin_port}},
     )
-    _point_extproc(_named(clusters, EXTPROC_CLUSTER, "cluster"), extproc_address)
+    _point_grpc(_named(clusters, EXTPROC_CLUSTER, "cluster"), extproc_address)
     for name, (host, port) in (upstreams or {}).items():
         _point_tls_upstream(_named(clusters, name, "cluster"), host, port)
     if trusted_ca_path is not None:
@@ -385,7 +391,7 @@ def _set_port(address: dict[str, Any], port: int) -> None:
     address["socket_address"]["port_value"] = port
 
 
-def _point_extproc(cluster: dict[str, Any], extproc_address: str) -> None:
+def _point_grpc(cluster: dict[str, Any], extproc_address: str) -> None:
     if extproc_address.startswith("unix:"):
         path = extproc_address.removeprefix("unix:")
         if not path:

@@ -78,7 +78,7 @@ class Gateway:
 def running_gateway(
     workdir: Path, redis: RedisProcess, *, tenant: str = TENANT,
     settings: dict[str, str] | None = None, policy_extra: str = "",
-    env: dict[str, str] | None = None,
+    env: dict[str, str] | None = None, collector: str | None = None,
 ) -> Iterator[Gateway]:
     """A whole gateway: stand-in provider, ext_proc server, Envoy."""
     workdir.mkdir(parents=True, exist_ok=True)
@@ -114,6 +114,7 @@ def running_gateway(
             extproc_address=extproc.address,
             upstreams=upstreams,
             access_log_path=str(workdir / "access.log"),
+            collector_address=collector,
         )
         with EnvoyProcess(config, workdir / "envoy") as envoy:
             yield Gateway(
