@@ -68,6 +68,10 @@ class Provider(_Strict):
     pricing_provider: str | None = None
     passthrough_paths: tuple[str, ...] = ()
     upstream_host: str | None = None  # the host Envoy sends to; signing covers it
+    # Whether the gateway may add stream_options.include_usage to an OpenAI-
+    # style stream; off for servers that refuse unknown fields (they must
+    # then report usage on their own, as Mistral does).
+    rewrite_stream_usage: bool = True
     region: str | None = None  # AWS region for SigV4, else read from the host
 
     @field_validator("family")

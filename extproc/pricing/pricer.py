@@ -108,6 +108,16 @@ class Pricer:
         cost = int(exact.to_integral_value(rounding=ROUND_CEILING))
         return Price(cost_micro_usd=cost, source=resolved.source, model_ref=resolved.model_ref)
 
+    def knows(
+        self, family: str, provider: str, model: str | None,
+        *, pricing_provider: str | None = None,
+    ) -> bool:
+        """True when ``model`` has a price other than the fallback rate."""
+        if model is None:
+            return False
+        resolved = self._resolve(family, provider, model, pricing_provider)
+        return resolved.source != SOURCE_FALLBACK
+
     def max_output_tokens(self, provider: str, model: str | None) -> int:
         """The output cap to assume when a request sets none."""
         override = self._override(provider, model)

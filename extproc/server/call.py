@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -126,6 +127,8 @@ class Call:
         body = bytes(message.body)
         self.request_bytes = len(body)
         self.facts = self.route.family.read_request(self.endpoint, self.upstream_path, body)
+        if self.facts.body is not None and not self.route.config.rewrite_stream_usage:
+            self.facts = replace(self.facts, body=None)
         self.model = _model_name(self.facts.model)
 
         await self._reserve()
@@ -394,7 +397,7 @@ class Call:
         if self.charge.usage is None:
             self.cost_micro_usd, self.price_source = 0, None
             return
-        price = self._price_usage(self.charge.usage)
+        price = self._price_usage(self.charge.usage, self._billed_model())
         self.cost_micro_usd, self.price_source = price.cost_micro_usd, price.source
 
     def _read_final(self) -> Reading | None:
@@ -405,9 +408,23 @@ class Call:
             self.model = reading.model
         return reading
 
-    def _price_usage(self, usage: Usage) -> Price:
+    def _billed_model(self) -> str | None:
+        """The model the provider says it ran when it has a price (a router
+        deployment names another model than it answers with), else the one
+        asked for."""
         assert self.route is not None
-        model = None if self.model == "unknown" else self.model
+        answered = self._reading.model if self._reading else None
+        config = self.route.config
+        if answered and self.runtime.pricer.knows(
+            config.family, self.route.name, answered, pricing_provider=config.pricing_provider
+        ):
+            return answered
+        return None if self.model == "unknown" else self.model
+
+    def _price_usage(self, usage: Usage, model: str | None = None) -> Price:
+        assert self.route is not None
+        if model is None:
+            model = None if self.model == "unknown" else self.model
         return self.runtime.pricer.price(
             self.route.config.family, self.route.name, model, usage,
             pricing_provider=self.route.config.pricing_provider,

@@ -21,6 +21,11 @@ from extproc.local.extproc import ExtprocProcess
 from tests.e2e.harness import Client, Ledger, replay_responder
 
 TENANT = "e2e"
+PROVIDER_ENV = {
+    "E2E_VERTEX_TOKEN": "ya29.gateway-vertex-" + secrets.token_hex(8),
+    "E2E_AZURE_KEY": "azure-gateway-" + secrets.token_hex(8),
+    "E2E_AWS_KEYS": "AKIAGATEWAY" + secrets.token_hex(4).upper() + ":" + secrets.token_hex(20),
+}
 GEMINI_KEY = "AIza-gateway-gemini-" + secrets.token_hex(8)
 POLICY = """\
 version: 1
@@ -40,6 +45,33 @@ providers:
     family: gemini
     route_prefix: /gemini
     credential: {{env: E2E_GEMINI_KEY}}
+  vertex:
+    family: vertex
+    route_prefix: /vertex
+    credential: {{env: E2E_VERTEX_TOKEN}}
+  azure:
+    family: azure-openai
+    route_prefix: /azure
+    credential: {{env: E2E_AZURE_KEY}}
+  bedrock:
+    family: bedrock
+    route_prefix: /bedrock
+    upstream_host: bedrock-runtime.us-east-1.amazonaws.com
+    credential: {{env: E2E_AWS_KEYS}}
+  groq:
+    family: openai-compatible
+    route_prefix: /groq
+    pricing_provider: groq
+    credential: {{env: E2E_OPENAI_KEY}}
+  mistral:
+    family: openai-compatible
+    route_prefix: /mistral
+    pricing_provider: mistral
+    rewrite_stream_usage: false
+    credential: {{env: E2E_OPENAI_KEY}}
+  vllm:
+    family: openai-compatible
+    route_prefix: /vllm
 users:
   default:
     budget: {{capacity_usd: "1000", refill_usd: "1000", refill_every: 1d}}
@@ -58,6 +90,10 @@ teams:
     budget: {{capacity_usd: "1000"}}
 pricing:
   default_max_output_tokens: 1024
+  models:
+    - {{model: zai/GLM-5.2, provider: vllm, input_usd_per_mtok: "0.40", output_usd_per_mtok: "1.20"}}
+    - {{model: meta-llama/Llama-3.3-70B-Instruct, provider: vllm, input_usd_per_mtok: "0.20",
+       output_usd_per_mtok: "0.60", cache_read_usd_per_mtok: "0.05"}}
 """
 
 
@@ -100,13 +136,14 @@ def running_gateway(
         ExtprocProcess(
             workdir / "extproc",
             env={"E2E_OPENAI_KEY": openai_key, "E2E_GEMINI_KEY": GEMINI_KEY,
-                 **(env or {})},
+                 **PROVIDER_ENV, **(env or {})},
             settings=extproc_settings,
         ) as extproc,
     ):
         upstreams = {
             name: ("127.0.0.1", standin.port, False)
-            for name in ("openai", "anthropic", "gemini")
+            for name in ("openai", "anthropic", "gemini", "vertex", "azure", "bedrock",
+                         "groq", "mistral", "vllm")
         }
         config = render_local_config(
             listen_port=free_port(),

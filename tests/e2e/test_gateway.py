@@ -5,17 +5,33 @@ from __future__ import annotations
 import gzip
 import json
 import time
-from decimal import ROUND_CEILING
+from datetime import datetime
+from decimal import ROUND_CEILING, Decimal
 
 import genai_prices
 import pytest
 
-from tests.e2e.conftest import GEMINI_KEY
+import botocore.auth
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import Credentials
+
+from tests.e2e.conftest import GEMINI_KEY, PROVIDER_ENV
 from tests.e2e.harness import FIXTURES, GZIP_HEADER, REPLAY_HEADER, fixture_body, meta
 
 pytestmark = pytest.mark.e2e
 
-PREFIX_OF = {"openai": "/openai", "anthropic": "/anthropic", "google-gemini": "/gemini"}
+PREFIX_OF = {
+    "openai": "/openai", "anthropic": "/anthropic", "google-gemini": "/gemini",
+    "google-vertex-ai": "/vertex", "azure-openai": "/azure", "aws-bedrock": "/bedrock",
+    "groq": "/groq", "mistral": "/mistral",
+    "vllm (via Crusoe Cloud managed inference)": "/vllm",
+}
+# Rates the e2e policy sets for first-party models (USD per million tokens).
+POLICY_RATES = {
+    "zai/GLM-5.2": (Decimal("0.40"), Decimal("1.20"), Decimal("0.40")),
+    "meta-llama/Llama-3.3-70B-Instruct": (Decimal("0.20"), Decimal("0.60"), Decimal("0.05")),
+}
 
 
 def _fixtures_with_usage(provider: str) -> list[str]:
@@ -32,8 +48,14 @@ def _model(info: dict) -> str:
     return info.get("response_model") or info["request_model"].split(" ")[0]
 
 
+def _requested(info: dict) -> str:
+    return info["request_model"].split(" ")[0]
+
+
 def _path(info: dict) -> str:
     endpoint = info["endpoint"].split(" ", 1)[1].split(" ")[0]
+    endpoint = (endpoint.replace("{deployment}", _requested(info).replace("model-router", "gpt-4o"))
+                .replace("{modelId}", _requested(info)).replace("{project}", "proj"))
     return PREFIX_OF[info["provider"]] + endpoint
 
 
@@ -49,25 +71,39 @@ def _request_body(info: dict) -> dict:
         body = {"model": _model(info), "input": "hello"}
     if "/responses" in info["endpoint"]:
         body = {"model": _model(info), "input": "hello", "stream": info["streaming"]}
-    if info["provider"] == "google-gemini":
+    if info["provider"] in ("google-gemini", "google-vertex-ai"):
         body = {"contents": [{"parts": [{"text": "hello"}]}],
                 "generationConfig": {"maxOutputTokens": 256}}
+    if info["provider"] == "aws-bedrock":
+        body = {"messages": [{"role": "user", "content": [{"text": "hello"}]}],
+                "inferenceConfig": {"maxTokens": 256}}
+    if info["provider"] == "azure-openai":
+        body.pop("model")
     return body
 
 
-LIBRARY_PROVIDER = {"google-gemini": "google"}
+LIBRARY_PROVIDER = {"google-gemini": "google", "google-vertex-ai": "google",
+                    "azure-openai": "azure", "aws-bedrock": "aws"}
 
 
 def _expected_cost(info: dict) -> int:
+    """The fixture's expected usage priced independently of the gateway: by
+    genai-prices, or by the policy's own rates for first-party models."""
     expected = info["expected_usage"]
+    cache_read = expected.get("cached_read_input_tokens") or 0
+    cache_write = expected.get("cache_creation_input_tokens") or 0
+    if _model(info) in POLICY_RATES:
+        rate_in, rate_out, rate_cached = POLICY_RATES[_model(info)]
+        micro = ((expected["input_tokens"] - cache_read) * rate_in
+                 + cache_read * rate_cached + expected["output_tokens"] * rate_out)
+        return int(micro.to_integral_value(rounding=ROUND_CEILING))
     usage = genai_prices.Usage(
-        input_tokens=expected["input_tokens"],
-        output_tokens=expected["output_tokens"],
-        cache_read_tokens=expected.get("cached_read_input_tokens") or 0,
-        cache_write_tokens=expected.get("cache_creation_input_tokens") or 0,
+        input_tokens=expected["input_tokens"], output_tokens=expected["output_tokens"],
+        cache_read_tokens=cache_read, cache_write_tokens=cache_write,
     )
     provider = LIBRARY_PROVIDER.get(info["provider"], info["provider"])
-    price = genai_prices.calc_price(usage, _model(info), provider_id=provider)
+    model = _model(info) if info["provider"] != "aws-bedrock" else _requested(info)
+    price = genai_prices.calc_price(usage, model, provider_id=provider)
     micro = (price.total_price * 1_000_000).to_integral_value(rounding=ROUND_CEILING)
     return int(micro)
 
@@ -79,9 +115,7 @@ def _send(gateway, name: str, identity: str, **extra_headers: str):
 
 
 @pytest.mark.parametrize(
-    "name",
-    _fixtures_with_usage("openai") + _fixtures_with_usage("anthropic")
-    + _fixtures_with_usage("google-gemini"),
+    "name", [name for provider in PREFIX_OF for name in _fixtures_with_usage(provider)]
 )
 def test_recorded_spend_equals_priced_expected_usage(gateway, identity, name) -> None:
     info, response = _send(gateway, name, identity)
@@ -358,3 +392,54 @@ def test_gemini_key_in_the_query_is_replaced_by_the_gateways(gateway, identity) 
     assert 200 == response.status
     assert "/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse" == seen.path
     assert GEMINI_KEY == seen.headers["x-goog-api-key"]
+
+
+def test_bedrock_request_is_signed_for_the_host_actually_sent(
+    gateway, identity, monkeypatch
+) -> None:
+    name = "bedrock_converse_cache_read"
+    info = meta(name)
+    _send(gateway, name, identity, authorization="AWS4-HMAC-SHA256 client-forged")
+    time.sleep(1.1)  # a recomputation in the same second could hide a clock mix-up
+
+    seen = gateway.standin.requests[-1]
+    access_key, secret_key = PROVIDER_ENV["E2E_AWS_KEYS"].split(":")
+    host = seen.headers["host"]
+    assert "bedrock-runtime.us-east-1.amazonaws.com" == host
+    replay = AWSRequest(method="POST", url=f"https://{host}{seen.path}", data=seen.body,
+                        headers={"content-type": seen.headers["content-type"]})
+    signed_at = datetime.strptime(seen.headers["x-amz-date"], "%Y%m%dT%H%M%SZ")
+    monkeypatch.setattr(botocore.auth, "get_current_datetime", lambda: signed_at)
+    SigV4Auth(Credentials(access_key, secret_key), "bedrock", "us-east-1").add_auth(replay)
+    assert replay.headers["authorization"] == seen.headers["authorization"]
+    assert f"Credential={access_key}/" in seen.headers["authorization"]
+    assert info["http_status"] == 200
+
+
+@pytest.mark.parametrize(
+    ("name", "header", "value"),
+    [
+        ("azure_openai_chat_nonstream", "api-key", PROVIDER_ENV["E2E_AZURE_KEY"]),
+        ("vertex_gemini_stream_sse", "authorization",
+         "Bearer " + PROVIDER_ENV["E2E_VERTEX_TOKEN"]),
+    ],
+)
+def test_each_family_carries_its_credential_its_own_way(
+    gateway, identity, name, header, value
+) -> None:
+    _send(gateway, name, identity, authorization="Bearer client", **{"api-key": "client"})
+
+    assert value == gateway.standin.requests[-1].headers[header]
+
+
+def test_server_that_refuses_unknown_fields_gets_the_body_unchanged(
+    gateway, identity
+) -> None:
+    name = "mistral_chat_stream_usage_in_final_chunk"
+    body = json.dumps({"model": "magistral-medium-latest", "stream": True,
+                       "messages": []}).encode()
+
+    gateway.client.post("/mistral/v1/chat/completions", body,
+                        {"x-tollgate-identity": identity, REPLAY_HEADER: name})
+
+    assert body == gateway.standin.requests[-1].body
