@@ -231,12 +231,12 @@ def test_render_accepts_a_unix_socket_for_the_extproc() -> None:
 
 
 def test_render_refuses_an_unknown_provider() -> None:
-    with pytest.raises(ConfigError, match="mistral"):
+    with pytest.raises(ConfigError, match="cohere"):
         render_local_config(
             listen_port=1,
             admin_port=2,
             extproc_address="127.0.0.1:3",
-            upstreams={"mistral": ("127.0.0.1", 4, False)},
+            upstreams={"cohere": ("127.0.0.1", 4, False)},
         )
 
 
@@ -569,7 +569,7 @@ def test_envoy_answers_404_off_the_provider_routes(
 
     with StandIn(lambda req: _json_reply(b"{}")) as standin:
         with _run_envoy(tmp_path, extproc_port, standin) as envoy:
-            status, _ = _post(envoy.listen_port, "/mistral" + CHAT_PATH, b"{}")
+            status, _ = _post(envoy.listen_port, "/cohere" + CHAT_PATH, b"{}")
 
         assert (404, []) == (status, standin.requests)
 
