@@ -1,4 +1,4 @@
-"""The ``tollgate`` command: serve, up, spend, usage."""
+"""The tollgate command: run the gateway, inspect spend, manage budgets and keys."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import argparse
 import sys
 from datetime import UTC, datetime, timedelta
 
+from extproc.admin.commands import add_admin_commands
 from extproc.errors import TollgateError
 
 
@@ -42,6 +43,8 @@ def _parser() -> argparse.ArgumentParser:
     spend.add_argument("--format", choices=("table", "csv", "json"), default="table")
     spend.add_argument("--html", metavar="FILE",
                        help="write a self-contained HTML report to FILE instead")
+    spend.add_argument("--by", help="group by any of day, identity, team, project, "
+                       "tool, provider, model (comma separated)")
     spend.add_argument("--dimension", default="team",
                        help="what the HTML chart stacks by: team, project, identity, "
                        "tool, provider or model")
@@ -52,6 +55,8 @@ def _parser() -> argparse.ArgumentParser:
     bill.add_argument("--format", choices=("csv", "html"), default="csv")
     bill.add_argument("--output", default="-", help="file to write, - for stdout")
     bill.set_defaults(handler=_bill)
+
+    add_admin_commands(commands)
 
     usage = commands.add_parser("usage", help="meter and price a saved response body")
     usage.add_argument("file", help="response body file, or - for standard input")
@@ -93,24 +98,35 @@ def _spend(args: argparse.Namespace) -> int:
         from extproc.reports.commands import html_command
 
         return html_command(args)
-    import redis
+    from extproc.admin.spend_views import group_spend, parse_by, render_groups
+    from extproc.budgets.clients import store_errors, sync_client
+    from extproc.errors import StoreUnavailable
 
     from extproc.policy import load_policy
     from extproc.settings import Settings
     from extproc.spend import read_spend, render
 
     settings = Settings()
+    try:
+        by = parse_by(args.by) if args.by else None
+    except ValueError as exc:
+        print(f"tollgate: {exc}", file=sys.stderr)
+        return 2
     tenant = load_policy(settings.policy_file).tenant
-    client = redis.Redis.from_url(settings.effective_redis_url)
     last = datetime.now(UTC).date()
     first = last - timedelta(days=max(args.days, 1) - 1)
     try:
-        rows = read_spend(client, tenant, first, last)
-    except redis.RedisError as exc:
+        client = sync_client(settings.effective_redis_url, cluster=settings.redis_cluster)
+        with store_errors("reading spend"):
+            rows = read_spend(client, tenant, first, last)
+    except StoreUnavailable as exc:
         print(f"tollgate: cannot read spend from {settings.effective_redis_url}: {exc}",
               file=sys.stderr)
         return 1
-    print(render(rows, args.format))
+    if by:
+        print(render_groups(group_spend(rows, by), by, args.format))
+    else:
+        print(render(rows, args.format))
     return 0
 
 

@@ -107,6 +107,27 @@ class Settings(BaseSettings):
         "aggregates are kept (at least 13 months). Default 400.",
     )
 
+    redis_cluster: bool = Field(
+        default=False,
+        description="TOLLGATE_REDIS_CLUSTER: the Redis URL names one node of a "
+        "Redis Cluster. Default false.",
+    )
+    admin_listen: str | None = Field(
+        default=None,
+        description="TOLLGATE_ADMIN_LISTEN: host:port of the admin gRPC API "
+        "(budgets, keys, spend). Default none: the admin API is off.",
+    )
+    admin_token_file: Path | None = Field(
+        default=None,
+        description="TOLLGATE_ADMIN_TOKEN_FILE: the bearer token admin calls must "
+        "carry (at least 16 characters). Required with TOLLGATE_ADMIN_LISTEN.",
+    )
+    key_cache_ttl_ms: int = Field(
+        default=5000, gt=0,
+        description="TOLLGATE_KEY_CACHE_TTL_MS: how long a virtual key lookup is "
+        "cached; a revocation takes effect within it. Default 5000.",
+    )
+
     @property
     def effective_redis_url(self) -> str:
         return self.redis_url or "redis://127.0.0.1:6379/0"

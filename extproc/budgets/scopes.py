@@ -66,7 +66,7 @@ def _scopes(policy: Policy, caller: Caller) -> list[tuple[str, Limits]]:
 def _limit_buckets(scope: str, limits: Limits, zone: str, now: datetime) -> list[BucketSpec]:
     buckets = []
     if limits.budget is not None:
-        buckets.append(_budget_bucket(scope, limits.budget, zone, now))
+        buckets.append(budget_bucket(scope, limits.budget, zone, now))
     rates = limits.rate_limits
     if rates is not None and rates.requests_per_minute:
         buckets.append(_per_minute(f"{scope}#rpm", rates.requests_per_minute, UNIT_REQUESTS))
@@ -75,7 +75,7 @@ def _limit_buckets(scope: str, limits: Limits, zone: str, now: datetime) -> list
     return buckets
 
 
-def _budget_bucket(scope: str, budget: Budget, zone: str, now: datetime) -> BucketSpec:
+def budget_bucket(scope: str, budget: Budget, zone: str, now: datetime) -> BucketSpec:
     soft = tuple(sorted(budget.soft_limits_percent))
     if budget.period is None:
         return BucketSpec(

@@ -40,8 +40,13 @@ for i = 1, n do
   local cap, amount = tonumber(ARGV[at + 1]), tonumber(ARGV[at + 2])
   local period_ms, period_id = tonumber(ARGV[at + 3]), ARGV[at + 4]
   local hold = tonumber(ARGV[at + 5])
-  local state = redis.call('HMGET', KEYS[i + 2], 'level', 'ts', 'period')
+  local state = redis.call('HMGET', KEYS[i + 2], 'level', 'ts', 'period', 'cap')
   local level, ts = tonumber(state[1]), tonumber(state[2])
+  local old_cap = tonumber(state[4])
+  if level ~= nil and old_cap ~= nil and old_cap ~= cap then
+    -- The budget changed size: what was spent stays spent.
+    level = level + (cap - old_cap)
+  end
   if level == nil or (period_id ~= '' and state[3] ~= period_id) then
     level, ts = cap, now
   elseif period_id == '' and amount > 0 and now > ts then

@@ -17,9 +17,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-import redis.asyncio as aioredis
-from redis.exceptions import RedisError
 
+from extproc.budgets.clients import AsyncClient, store_errors
 from extproc.budgets.scripts import RESERVE, SETTLE
 from extproc.errors import BudgetExceeded, StoreUnavailable
 from extproc.money import format_usd
@@ -165,7 +164,7 @@ class BudgetStore:
     """Reservations and settlements of one tenant against one Redis."""
 
     def __init__(
-        self, client: aioredis.Redis, tenant: str, *, lease_ms: int,
+        self, client: AsyncClient, tenant: str, *, lease_ms: int,
         spend_retention_s: int = SPEND_RETENTION_S,
     ) -> None:
         self._redis = client
@@ -257,38 +256,30 @@ class BudgetStore:
         if not request_ids:
             return
         deadline = now_ms + self._lease_ms
-        try:
+        with store_errors("extending leases"):
             await self._redis.zadd(
                 self.keys.leases, {rid: deadline for rid in request_ids}, xx=True, gt=True
             )
-        except RedisError as exc:
-            raise StoreUnavailable("redis did not answer the lease extension") from exc
 
     async def expired_leases(self, now_ms: int, limit: int = 100) -> list[str]:
         """Request ids whose lease ran out before they were settled."""
-        try:
+        with store_errors("scanning leases"):
             members = await self._redis.zrangebyscore(
                 self.keys.leases, "-inf", now_ms, start=0, num=limit
             )
-        except RedisError as exc:
-            raise StoreUnavailable("redis did not answer the lease scan") from exc
         return [m.decode() if isinstance(m, bytes) else m for m in members]
 
     async def reservation(self, request_id: str) -> dict[str, str] | None:
         """The held reservation of ``request_id``, or None."""
-        try:
+        with store_errors("reading a reservation"):
             raw = await self._redis.hgetall(self.keys.reservation(request_id))
-        except RedisError as exc:
-            raise StoreUnavailable("redis did not answer") from exc
         if not raw:
             return None
         return {_text(k): _text(v) for k, v in raw.items()}
 
     async def _call(self, script: Any, keys: list[str], args: list[Any]) -> list[Any]:
-        try:
+        with store_errors("running a budget script"):
             return await script(keys=keys, args=args)
-        except RedisError as exc:
-            raise StoreUnavailable(f"redis did not answer: {type(exc).__name__}") from exc
 
 
 def _refusal(bucket: BucketSpec, level: int, held: int, now_ms: int) -> BudgetExceeded:

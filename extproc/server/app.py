@@ -8,15 +8,19 @@ import signal
 from collections.abc import Callable
 
 import grpc
-import redis.asyncio as aioredis
 from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 
+from extproc.admin.service import read_token_file, start_admin_server
+from extproc.budgets.admin import OverrideBook
+from extproc.budgets.clients import open_async_client
 from extproc.budgets.journal import Journal, replay_forever
 from extproc.budgets.leases import sweep_forever
 from extproc.budgets.store import BudgetStore
 from extproc.credentials import CredentialReader
+from extproc.errors import ConfigError
+from extproc.keys import KeyRing
 from extproc.policy import Policy, PolicyWatcher
 from extproc.server.runtime import Runtime
 from extproc.server.stream import ExternalProcessor
@@ -40,27 +44,22 @@ _GRPC_OPTIONS = [
 ]
 
 
-def redis_client(settings: Settings) -> aioredis.Redis:
-    timeout_s = settings.redis_timeout_ms / 1000
-    return aioredis.from_url(
-        settings.effective_redis_url,
-        socket_timeout=timeout_s,
-        socket_connect_timeout=timeout_s,
-        health_check_interval=30,
-    )
-
-
 async def serve(settings: Settings, *, ready: Callable[[], None] | None = None) -> None:
     """Serve until SIGINT or SIGTERM, then stop gracefully and settle."""
-    client = redis_client(settings)
+    client = await open_async_client(
+        settings.effective_redis_url, cluster=settings.redis_cluster,
+        timeout_ms=settings.redis_timeout_ms,
+    )
     credentials = CredentialReader()
+    overrides = OverrideBook()
 
     def compile_policy(policy: Policy) -> Runtime:
         store = BudgetStore(
             client, policy.tenant, lease_ms=settings.lease_ms,
             spend_retention_s=settings.spend_retention_days * 86_400,
         )
-        return Runtime(policy, credentials, store)
+        keys = KeyRing(client, policy.tenant, cache_ttl_s=settings.key_cache_ttl_ms / 1000)
+        return Runtime(policy, credentials, store, keys=keys, overrides=overrides)
 
     watcher = PolicyWatcher(settings.policy_file, compile_policy)
     journal = Journal(settings.journal_path, max_bytes=settings.journal_max_bytes)
@@ -77,7 +76,10 @@ async def serve(settings: Settings, *, ready: Callable[[], None] | None = None) 
         asyncio.create_task(
             replay_forever(journal, lambda: watcher.current.store, settings.journal_replay_ms)
         ),
+        asyncio.create_task(overrides.refresh_forever(
+            client, lambda: watcher.current.tenant, settings.policy_poll_ms)),
     ]
+    admin = await _start_admin(settings, lambda: watcher.current.policy)
     log.info("tollgate ext_proc serving", extra={"listen": settings.grpc_listen})
     if ready is not None:
         ready()
@@ -85,6 +87,8 @@ async def serve(settings: Settings, *, ready: Callable[[], None] | None = None) 
     await _wait_for_signal()
 
     await _stop(server, health, processor, tasks, settings.grace_period_s)
+    if admin is not None:
+        await admin.stop(settings.grace_period_s)
     telemetry.shutdown()
     await client.aclose()
 
@@ -101,6 +105,23 @@ async def _start_server(
     for service in ("", SERVICE_NAME):
         await health.set(service, health_pb2.HealthCheckResponse.SERVING)
     return server, health
+
+
+async def _start_admin(
+    settings: Settings, policy_of: Callable[[], Policy]
+) -> grpc.aio.Server | None:
+    """The admin API, when ``TOLLGATE_ADMIN_LISTEN`` asks for it."""
+    if settings.admin_listen is None:
+        return None
+    if settings.admin_token_file is None:
+        raise ConfigError("TOLLGATE_ADMIN_LISTEN needs TOLLGATE_ADMIN_TOKEN_FILE")
+    server = await start_admin_server(
+        listen=settings.admin_listen, token=read_token_file(settings.admin_token_file),
+        redis_url=settings.effective_redis_url, policy_of=policy_of,
+        redis_cluster=settings.redis_cluster,
+    )
+    log.info("tollgate admin API serving", extra={"listen": settings.admin_listen})
+    return server
 
 
 async def _wait_for_signal() -> None:

@@ -23,9 +23,11 @@ from extproc.budgets.scopes import Caller
 from extproc.budgets.store import UNIT_MICRO_USD, Attribution, BucketSpec, Settlement
 from extproc.credentials import CLIENT_CREDENTIAL_HEADERS, without_query_credentials
 from extproc.identity import identity_from, labels_from, tool_from
+from extproc.keys import presented_key
 from extproc.errors import (
     BadRequest,
     CredentialError,
+    IdentityInvalid,
     EndpointNotAllowed,
     RouteUnknown,
     ServiceUnavailable,
@@ -93,7 +95,7 @@ class Call:
 
     # Request side: may raise Refusal.
 
-    def on_request_headers(self, message: pb.HttpHeaders) -> pb.ProcessingResponse:
+    async def on_request_headers(self, message: pb.HttpHeaders) -> pb.ProcessingResponse:
         """Route, identify, swap credentials. Bodyless calls are not metered."""
         headers = messages.header_map(message)
         # Envoy's own span (on the gRPC stream) first, else the client's.
@@ -105,12 +107,10 @@ class Call:
         self._request_headers = headers
         self.route, upstream_path = self._route(headers)
         self.upstream_path = without_query_credentials(upstream_path)
-        header = self.runtime.identity_header
-        self.identity = identity_from(
-            headers, header, copies=messages.header_count(message, header)
-        )
+        self.identity, key_tool = await self._identify(headers, message)
         policy = self.runtime.policy
-        self.caller = self.runtime.caller(self.identity, tool_from(headers, policy.tools))
+        tool = key_tool or tool_from(headers, policy.tools)
+        self.caller = self.runtime.caller(self.identity, tool)
         self.labels = labels_from(headers, policy.attribution)
         self.endpoint = self._endpoint(bodyless=message.end_of_stream)
 
@@ -261,6 +261,29 @@ class Call:
                 f"known route prefixes: {prefixes}"
             )
         return found
+
+    async def _identify(
+        self, headers: dict[str, str], message: pb.HttpHeaders
+    ) -> tuple[str, str | None]:
+        """The identity (and the tool a key was issued for): from a gateway
+        key when the client presents one, else from the trusted header."""
+        key = presented_key(headers)
+        if key is None or self.runtime.keys is None:
+            header = self.runtime.identity_header
+            copies = messages.header_count(message, header)
+            return identity_from(headers, header, copies=copies), None
+        try:
+            record = await self.runtime.keys.identify(key)
+        except StoreUnavailable as exc:
+            # Without the key's record the caller is unknown, whatever the
+            # store-failure policy says about budgets.
+            raise ServiceUnavailable(
+                "the gateway cannot check keys right now; try again shortly",
+                headers={"retry-after": "1"},
+            ) from exc
+        if record is None:
+            raise IdentityInvalid("the gateway key is unknown, expired or revoked")
+        return record.identity, record.tool
 
     def _endpoint(self, *, bodyless: bool) -> Endpoint | None:
         """The metered endpoint, or None for an allowed pass-through."""

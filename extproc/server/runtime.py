@@ -5,9 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
+from extproc.budgets.admin import OverrideBook, apply_overrides
 from extproc.budgets.scopes import Caller, buckets_for, caller_for
 from extproc.budgets.store import BucketSpec, BudgetStore
 from extproc.credentials import CredentialReader, Secret
+from extproc.keys import KeyRing
 from extproc.policy.model import Policy, Provider
 from extproc.pricing import Pricer
 from extproc.providers import ProviderFamily, family
@@ -30,10 +32,13 @@ class Runtime:
     """
 
     def __init__(
-        self, policy: Policy, credentials: CredentialReader, store: BudgetStore
+        self, policy: Policy, credentials: CredentialReader, store: BudgetStore,
+        *, keys: KeyRing | None = None, overrides: OverrideBook | None = None,
     ) -> None:
         self.policy = policy
         self.store = store
+        self.keys = keys
+        self.overrides = overrides or OverrideBook()
         self.pricer = Pricer(policy.pricing)
         self._credentials = credentials
         routes = [
@@ -76,5 +81,10 @@ class Runtime:
         return caller_for(self.policy, identity, tool)
 
     def buckets_for(self, caller: Caller, now: datetime) -> list[BucketSpec]:
-        """Every budget and rate limit that applies to ``caller``."""
-        return buckets_for(self.policy, caller, now)
+        """Every budget and rate limit that applies to ``caller``, with the
+        budget overrides set through the admin API applied."""
+        buckets = buckets_for(self.policy, caller, now)
+        overrides = self.overrides.current
+        if not overrides:
+            return buckets
+        return apply_overrides(buckets, caller, overrides, self.policy.timezone, now)

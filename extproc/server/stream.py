@@ -111,7 +111,7 @@ class ExternalProcessor(pb_grpc.ExternalProcessorServicer):
         self, call: Call, kind: str | None, message: pb.ProcessingRequest
     ) -> pb.ProcessingResponse:
         if kind == "request_headers":
-            return call.on_request_headers(message.request_headers)
+            return await call.on_request_headers(message.request_headers)
         if kind == "request_body":
             return await call.on_request_body(message.request_body)
         if kind == "response_headers":

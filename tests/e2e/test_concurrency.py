@@ -13,6 +13,7 @@ from tests.e2e.harness import DELAY_HEADER, REPLAY_HEADER
 pytestmark = pytest.mark.e2e
 
 CHAT = "/openai/v1/chat/completions"
+POLICY_CAPACITY = 1_000_000_000  # burst-user's and team shared's 1000 USD
 FIXTURE = "openai_chat_stream_include_usage"
 BODY = {"model": "gpt-4o-mini", "max_tokens": 200, "stream": True,
         "messages": [{"role": "user", "content": "hi"}]}
@@ -29,9 +30,10 @@ def _estimate(gateway) -> tuple[int, int]:
     return detail["estimate_micro_usd"], tokens
 
 
-def _set_level(gateway, scope: str, level: int) -> None:
+def _set_level(gateway, scope: str, level: int, capacity: int) -> None:
+    """Leave ``level`` in a bucket of the policy's ``capacity``, as if spent."""
     gateway.ledger.client.hset(gateway.ledger.prefix + f"bucket:{scope}", mapping={
-        "level": level, "ts": int(time.time() * 1000), "cap": level, "period": ""})
+        "level": level, "ts": int(time.time() * 1000), "cap": capacity, "period": ""})
 
 
 def _burst(gateway, identities: list[str]) -> list[int]:
@@ -65,7 +67,7 @@ def test_fifty_at_once_from_one_identity_admit_only_what_fits(
 ) -> None:
     estimate, _ = _estimate(gateway)
     budget = estimate * 3 + estimate // 2
-    _set_level(gateway, "user:burst-user", budget)
+    _set_level(gateway, "user:burst-user", budget, POLICY_CAPACITY)
     calls_before = standin_calls()
 
     statuses = _burst(gateway, ["burst-user"] * 50)
@@ -80,7 +82,7 @@ def test_fifty_at_once_from_one_identity_admit_only_what_fits(
 def test_team_budget_shared_by_several_users_holds(gateway, standin_calls) -> None:
     estimate, _ = _estimate(gateway)
     budget = estimate * 3 + estimate // 2
-    _set_level(gateway, "team:shared", budget)
+    _set_level(gateway, "team:shared", budget, POLICY_CAPACITY)
     members = [f"team-member-{i % 3 + 1}" for i in range(50)]
     calls_before = standin_calls()
 
@@ -94,7 +96,7 @@ def test_team_budget_shared_by_several_users_holds(gateway, standin_calls) -> No
 
 def test_tokens_per_minute_limit_holds_under_a_burst(gateway, standin_calls) -> None:
     _, tokens = _estimate(gateway)
-    _set_level(gateway, "user:tpm-user#tpm", tokens * 3 + tokens // 2)
+    _set_level(gateway, "user:tpm-user#tpm", tokens * 3 + tokens // 2, 1000)
     calls_before = standin_calls()
 
     statuses = _burst(gateway, ["tpm-user"] * 50)

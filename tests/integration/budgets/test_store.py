@@ -1,4 +1,5 @@
-"""Reservation and settlement against a real redis-server."""
+"""Reservation and settlement against a real redis-server and a real Redis
+Cluster: every test that takes ``store`` runs on both."""
 
 from __future__ import annotations
 
@@ -8,19 +9,24 @@ from collections.abc import AsyncIterator
 
 import pytest
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
 
 from extproc.budgets.leases import settle_expired_leases
 from extproc.budgets.store import Attribution, BucketSpec, BudgetStore, Settlement
 from extproc.errors import BudgetExceeded, StoreUnavailable
-from extproc.local import RedisProcess
 
 NOW_MS = 1_800_000_000_000
 DAY_MS = 86_400_000
 
 
-@pytest.fixture
-async def store(redis_server: RedisProcess) -> AsyncIterator[BudgetStore]:
-    client = aioredis.from_url(redis_server.url)
+@pytest.fixture(params=["server", "cluster"])
+async def store(request: pytest.FixtureRequest) -> AsyncIterator[BudgetStore]:
+    if request.param == "cluster":
+        cluster = request.getfixturevalue("redis_cluster")
+        client = RedisCluster.from_url(cluster.url)
+        await client.initialize()  # see extproc.budgets.clients
+    else:
+        client = aioredis.from_url(request.getfixturevalue("redis_server").url)
     yield BudgetStore(client, f"t-{uuid.uuid4().hex[:8]}", lease_ms=60_000)
     await client.aclose()
 
@@ -44,6 +50,11 @@ ALICE = Attribution("alice", "openai", "gpt-4o")
 
 async def _level(store: BudgetStore, scope: str = "user:alice") -> int:
     return int(await store._redis.hget(store.keys.bucket(scope), "level"))
+
+
+async def _matching(store: BudgetStore, pattern: str) -> list[bytes]:
+    # SCAN, not KEYS: redis-py's cluster client sends KEYS to one node only.
+    return [key async for key in store._redis.scan_iter(match=pattern)]
 
 
 async def test_new_bucket_starts_full_and_reservation_holds_estimate(store) -> None:
@@ -117,7 +128,7 @@ async def test_spend_is_booked_by_identity_provider_and_model(store) -> None:
     await _reserve(store, "r1", 300, [_bucket(1000)], now_ms=NOW_MS)
     await store.settle(_settlement("r1", 120), [_bucket(1000)], ALICE)
 
-    keys = await store._redis.keys(store.keys.spend("*"))
+    keys = await _matching(store, store.keys.spend("*"))
     fields = await store._redis.hgetall(keys[0])
 
     prefix = ALICE.spend_prefix().encode()
@@ -262,7 +273,7 @@ async def test_custom_labels_are_booked_as_spend_dimensions(store) -> None:
 
     await store.settle(_settlement("r1", 120), [_bucket(1000)], labelled)
 
-    day_keys = await store._redis.keys(store.keys.spend("*"))
+    day_keys = await _matching(store, store.keys.spend("*"))
     fields = await store._redis.hgetall(day_keys[0])
     assert b"120" == fields[b'["label", "workflow", "nightly"]|cost_micro_usd']
 
@@ -292,3 +303,21 @@ async def test_extended_lease_is_not_swept_while_the_call_runs(store) -> None:
     assert 0 == await settle_expired_leases(store, now_ms=NOW_MS + 61_000)
     assert 1 == await settle_expired_leases(store, now_ms=NOW_MS + 111_000)
     assert 0 == await store._redis.zcard(store.keys.leases)
+
+
+async def test_raised_budget_keeps_what_was_spent(store) -> None:
+    await _reserve(store, "r1", 300, [BucketSpec("user:alice", 1000)])
+    await store.settle(_settlement("r1", 300), [BucketSpec("user:alice", 1000)], ALICE)
+
+    levels = await _reserve(store, "r2", 0, [BucketSpec("user:alice", 5000)])
+
+    assert [4700] == levels
+
+
+async def test_lowered_budget_does_not_forget_what_was_spent(store) -> None:
+    await _reserve(store, "r1", 300, [BucketSpec("user:alice", 1000)])
+    await store.settle(_settlement("r1", 300), [BucketSpec("user:alice", 1000)], ALICE)
+
+    with pytest.raises(BudgetExceeded):
+        await _reserve(store, "r2", 300, [BucketSpec("user:alice", 500)])
+    assert [200] == await _reserve(store, "r3", 0, [BucketSpec("user:alice", 500)])
