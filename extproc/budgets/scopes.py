@@ -76,18 +76,20 @@ def _limit_buckets(scope: str, limits: Limits, zone: str, now: datetime) -> list
 
 
 def budget_bucket(scope: str, budget: Budget, zone: str, now: datetime) -> BucketSpec:
-    soft = tuple(sorted(budget.soft_limits_percent))
+    """The bucket of one scope's budget at ``now``."""
+    shared = {
+        "scope": scope, "capacity": budget.capacity_micro_usd,
+        "soft_limits": tuple(sorted(budget.soft_limits_percent)),
+        "downgrade_models": tuple(sorted(budget.downgrade_models.items())),
+        "downgrade_at_percent": budget.downgrade_at_percent,
+    }
     if budget.period is None:
         return BucketSpec(
-            scope=scope, capacity=budget.capacity_micro_usd,
-            refill=budget.refill_micro_usd, refill_period_ms=budget.refill_period_ms,
-            soft_limits=soft,
+            **shared, refill=budget.refill_micro_usd,
+            refill_period_ms=budget.refill_period_ms,
         )
     period_id, ends_at_ms = current_period(budget.period, now, zone)
-    return BucketSpec(
-        scope=scope, capacity=budget.capacity_micro_usd, period_id=period_id,
-        resets_at_ms=ends_at_ms, soft_limits=soft,
-    )
+    return BucketSpec(**shared, period_id=period_id, resets_at_ms=ends_at_ms)
 
 
 def _per_minute(scope: str, per_minute: int, unit: str) -> BucketSpec:

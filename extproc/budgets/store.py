@@ -56,6 +56,20 @@ class BucketSpec:
     period_id: str = ""
     resets_at_ms: int | None = None
     soft_limits: tuple[int, ...] = ()
+    # Policy that the flow applies, not the store: cheaper models to switch
+    # to past ``downgrade_at_percent`` of the capacity or instead of a refusal.
+    downgrade_models: tuple[tuple[str, str], ...] = ()
+    downgrade_at_percent: int | None = None
+
+    def downgrade(self, model: str | None) -> str | None:
+        """The cheaper model this budget sends ``model`` to, if any."""
+        return dict(self.downgrade_models).get(model or "")
+
+    def past_downgrade_level(self, level: int) -> bool:
+        """Whether spend at ``level`` has reached the downgrade threshold."""
+        if self.downgrade_at_percent is None or self.capacity <= 0:
+            return False
+        return (self.capacity - level) * 100 >= self.downgrade_at_percent * self.capacity
 
     def hold(self, estimate_micro_usd: int, estimate_tokens: int) -> int:
         """What one call holds on this bucket before it runs."""

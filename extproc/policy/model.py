@@ -122,6 +122,10 @@ class Budget(_Strict):
     amount_usd: Usd | None = None
     period: Literal["day", "week", "month", "quarter"] | None = None
     soft_limits_percent: tuple[Annotated[int, Field(gt=0, le=100)], ...] = ()
+    # Past a soft limit, or where the budget would refuse, a call to one of
+    # these models goes to the cheaper one named instead (model in the body).
+    downgrade_models: dict[str, str] = {}
+    downgrade_at_percent: int | None = Field(default=None, gt=0, le=100)
 
     @field_validator("refill_every")
     @classmethod

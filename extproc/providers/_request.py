@@ -89,3 +89,16 @@ def first_cap(obj: Any, paths: tuple[tuple[str, ...], ...]) -> int | None:
             return cap
 
     return None
+
+
+def replace_model(body: bytes, model: str) -> bytes | None:
+    """``body`` (a JSON object with a string ``model``) naming ``model``
+    instead; None when the body has no such field."""
+    try:
+        obj = json.loads(body)
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(obj, dict) or not isinstance(obj.get("model"), str):
+        return None
+    obj["model"] = model
+    return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode()

@@ -179,6 +179,7 @@ class AnthropicFamily(ProviderFamily):
     """Anthropic's Messages API with ``x-api-key`` credentials."""
 
     name = "anthropic"
+    model_in_body = True
 
     def endpoint_for(self, method: str, path: str) -> Endpoint | None:
         if method.upper() != "POST":

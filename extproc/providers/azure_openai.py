@@ -19,6 +19,7 @@ class AzureOpenAIFamily(OpenAIFamily):
     """OpenAI's wire format with Azure's ``api-key`` header."""
 
     name = "azure-openai"
+    model_in_body = False  # the deployment in the path decides
 
     def credential_headers(self, secret: str) -> dict[str, str]:
         return {"api-key": secret}

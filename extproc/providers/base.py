@@ -18,6 +18,7 @@ import abc
 from dataclasses import dataclass
 
 from extproc.metering.usage import Usage
+from extproc.providers._request import replace_model
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +90,7 @@ class ProviderFamily(abc.ABC):
 
     name: str
     signs_body: bool = False  # True where the credential depends on the body
+    model_in_body: bool = False  # True where the body's "model" names the model
 
     @abc.abstractmethod
     def endpoint_for(self, method: str, path: str) -> Endpoint | None:
@@ -102,6 +104,13 @@ class ProviderFamily(abc.ABC):
     @abc.abstractmethod
     def credential_headers(self, secret: str) -> dict[str, str]:
         """Headers that carry ``secret`` upstream."""
+
+    def with_model(self, body: bytes, model: str) -> bytes | None:
+        """``body`` asking for ``model`` instead, or None where the model is
+        not named in the body (it is in the path) and cannot be changed."""
+        if not self.model_in_body:
+            return None
+        return replace_model(body, model)
 
     def signed_headers(
         self, secret: str, *, method: str, url: str, headers: dict[str, str],

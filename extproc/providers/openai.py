@@ -210,6 +210,7 @@ class OpenAIFamily(ProviderFamily):
     """
 
     name = "openai"
+    model_in_body = True
 
     def __init__(self, *, ask_stream_usage: bool = True) -> None:
         self.ask_stream_usage = ask_stream_usage

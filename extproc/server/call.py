@@ -26,6 +26,7 @@ from extproc.identity import identity_from, labels_from, tool_from
 from extproc.keys import presented_key
 from extproc.errors import (
     BadRequest,
+    BudgetExceeded,
     CredentialError,
     IdentityInvalid,
     EndpointNotAllowed,
@@ -78,6 +79,8 @@ class Call:
         self.model = "unknown"
         self.estimate_micro_usd = 0
         self.reserved: list[BucketSpec] | None = None
+        self._buckets: list[BucketSpec] = []
+        self._original_body = b""
         self.levels: list[int] = []
         self.output_cap_tokens = 0
         self.request_bytes = 0
@@ -130,8 +133,9 @@ class Call:
         if self.facts.body is not None and not self.route.config.rewrite_stream_usage:
             self.facts = replace(self.facts, body=None)
         self.model = _model_name(self.facts.model)
+        self._original_body = body
 
-        await self._reserve()
+        await self._reserve_or_downgrade()
 
         sent = body if self.facts.body is None else self.facts.body
         set_headers = self._signature(sent)
@@ -348,6 +352,40 @@ class Call:
             inject = {**inject, ":path": clean_path}
         return messages.header_mutation(inject, remove=[h for h in remove if h not in inject])
 
+    async def _reserve_or_downgrade(self) -> None:
+        """Reserve; where a budget names a cheaper model for this one, switch
+        to it instead of refusing, or once that budget's spend has passed its
+        downgrade threshold (read from the levels the reservation returns, so
+        no extra Redis call unless a refusal is turned into a retry)."""
+        try:
+            await self._reserve()
+        except BudgetExceeded as refusal:
+            refusing = next((b for b in self._buckets if b.scope == refusal.scope), None)
+            if not self._switch_model(refusing, reason="refused"):
+                raise
+            await self._reserve()
+            return
+
+        for bucket, level in zip(self._buckets, self.levels):
+            if bucket.past_downgrade_level(level) and self._switch_model(bucket, "soft_limit"):
+                return
+
+    def _switch_model(self, bucket: BucketSpec | None, reason: str) -> bool:
+        """Ask for ``bucket``'s cheaper model; False where it names none or
+        the model cannot be changed in this provider's body."""
+        assert self.route is not None and self.facts is not None
+        cheaper = bucket.downgrade(self.facts.model) if bucket else None
+        body = self.facts.body if self.facts.body is not None else self._original_body
+        rewritten = self.route.family.with_model(body, cheaper) if cheaper else None
+        if rewritten is None:
+            return False
+        log.info("model downgraded", extra={
+            "request_id": self.request_id, "scope": bucket.scope, "reason": reason,
+            "requested_model": self.facts.model, "model": cheaper})
+        self.facts = replace(self.facts, model=cheaper, body=rewritten)
+        self.model = cheaper
+        return True
+
     async def _reserve(self) -> None:
         assert self.route is not None and self.facts is not None
         assert self.caller is not None
@@ -359,7 +397,7 @@ class Call:
         if self.endpoint is not None and self.endpoint.billable:
             self.estimate_micro_usd = self._price_usage(estimate).cost_micro_usd
         now = datetime.now(UTC)
-        buckets = self.runtime.buckets_for(self.caller, now)
+        buckets = self._buckets = self.runtime.buckets_for(self.caller, now)
 
         try:
             self.levels = await self._store.reserve(

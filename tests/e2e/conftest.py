@@ -81,6 +81,13 @@ users:
     budget: {{capacity_usd: "1000"}}
   tpm-user:
     rate_limits: {{tokens_per_minute: 1000}}
+  thrifty:
+    budget: {{capacity_usd: "0.001", downgrade_models: {{gpt-4o: gpt-4o-mini}}}}
+  thrifty-soft:
+    budget:
+      capacity_usd: "1"
+      downgrade_models: {{gpt-4o: gpt-4o-mini}}
+      downgrade_at_percent: 50
 directory:
   team-member-1: {{team: shared}}
   team-member-2: {{team: shared}}
