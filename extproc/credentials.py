@@ -7,10 +7,18 @@ provider's own credential is injected in its place.
 
 from __future__ import annotations
 
+import asyncio
+import json
 import os
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import google.auth.transport.urllib3  # noqa: F401  (registers the transport)
+import urllib3
 from urllib.parse import unquote_plus
 
 from extproc.errors import CredentialError
@@ -84,12 +92,22 @@ class CredentialReader:
     def __init__(self) -> None:
         self._files: dict[str, _FileState] = {}
         self._lock = threading.Lock()
+        self._google: dict[str, GoogleTokens] = {}
 
     def read(self, source: CredentialSource) -> Secret:
         """The current secret of ``source``. Raises ``CredentialError``."""
         if source.env is not None:
             return _from_env(source.env)
         return self._from_file(source.file or "")
+
+    async def current(self, source: CredentialSource) -> Secret:
+        """``read``, plus minted tokens for ``google_service_account``
+        sources (refreshed off the event loop before they expire)."""
+        if source.format != "google_service_account":
+            return self.read(source)
+        key = source.env or source.file or ""
+        tokens = self._google.setdefault(key, GoogleTokens(lambda: self.read(source)))
+        return await tokens.token()
 
     def _from_file(self, path: str) -> Secret:
         with self._lock:
@@ -103,6 +121,53 @@ class CredentialReader:
                 state.secret = _read_file(path)
                 state.stamp = stamp
             return state.secret
+
+
+class GoogleTokens:
+    """OAuth access tokens minted from a Google service account key.
+
+    A token is reused until five minutes before it expires; the refresh (an
+    HTTPS call to the key's ``token_uri``) runs in a worker thread, one at a
+    time, so the event loop never waits on Google. The key is re-read on each
+    refresh, so a rotated key file is picked up.
+    """
+
+    REFRESH_MARGIN_S = 300
+
+    def __init__(self, key_of: Callable[[], Secret]) -> None:
+        self._key_of = key_of
+        self._credentials: Any = None
+        self._lock = asyncio.Lock()
+
+    async def token(self) -> Secret:
+        if not self._fresh():
+            async with self._lock:
+                if not self._fresh():
+                    await asyncio.to_thread(self._refresh)
+        return Secret(self._credentials.token)
+
+    def _fresh(self) -> bool:
+        credentials = self._credentials
+        if credentials is None or not credentials.token or credentials.expiry is None:
+            return False
+        left = credentials.expiry - datetime.now(UTC).replace(tzinfo=None)
+        return left.total_seconds() > self.REFRESH_MARGIN_S
+
+    def _refresh(self) -> None:
+        from google.auth import exceptions, transport
+        from google.oauth2 import service_account
+
+        try:
+            info = json.loads(self._key_of().reveal())
+            credentials = service_account.Credentials.from_service_account_info(
+                info, scopes=["https://www.googleapis.com/auth/cloud-platform"]
+            )
+            credentials.refresh(transport.urllib3.Request(urllib3.PoolManager()))
+        except (ValueError, KeyError, exceptions.GoogleAuthError) as exc:
+            raise CredentialError(
+                f"cannot mint a Google access token: {type(exc).__name__}"
+            ) from exc
+        self._credentials = credentials
 
 
 def _from_env(name: str) -> Secret:

@@ -41,10 +41,15 @@ Usd = Annotated[Decimal, Field(ge=0, allow_inf_nan=False)]
 
 
 class CredentialSource(_Strict):
-    """Where an upstream credential is read from: exactly one of the two."""
+    """Where an upstream credential is read from: exactly one of the two.
+
+    ``format: google_service_account`` reads a service account key (JSON)
+    and injects short-lived OAuth access tokens minted from it (Vertex AI).
+    """
 
     env: str | None = None
     file: str | None = None
+    format: Literal["raw", "google_service_account"] = "raw"
 
     @model_validator(mode="after")
     def _exactly_one(self) -> CredentialSource:

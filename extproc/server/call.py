@@ -117,7 +117,7 @@ class Call:
         self.labels = labels_from(headers, policy.attribution)
         self.endpoint = self._endpoint(bodyless=message.end_of_stream)
 
-        mutation = self._credential_mutation(headers.get(":path", ""))
+        mutation = await self._credential_mutation(headers.get(":path", ""))
 
         return messages.request_headers_reply(
             mutation, skip_response_body=self.endpoint is None
@@ -138,7 +138,7 @@ class Call:
         await self._reserve_or_downgrade()
 
         sent = body if self.facts.body is None else self.facts.body
-        set_headers = self._signature(sent)
+        set_headers = await self._signature(sent)
         if self.facts.body is not None:
             set_headers["content-length"] = str(len(sent))
         return messages.request_body_reply(self.facts.body, set_headers=set_headers or None)
@@ -300,7 +300,7 @@ class Call:
             raise BadRequest(f"{self.method} {path} needs a JSON body")
         return endpoint
 
-    def _signature(self, body: bytes) -> dict[str, str]:
+    async def _signature(self, body: bytes) -> dict[str, str]:
         """Credential headers computed over the body as sent (SigV4)."""
         assert self.route is not None
         if not self.route.family.signs_body:
@@ -308,7 +308,7 @@ class Call:
         config = self.route.config
         host = config.upstream_host or self._request_headers.get(":authority", "")
         try:
-            secret = self.runtime.secret(self.route)
+            secret = await self.runtime.secret(self.route)
             if secret is None:
                 return {}
             return self.route.family.signed_headers(
@@ -333,12 +333,12 @@ class Call:
             "an operator can allow it with passthrough_paths"
         )
 
-    def _credential_mutation(self, path: str) -> pb.HeaderMutation:
+    async def _credential_mutation(self, path: str) -> pb.HeaderMutation:
         assert self.route is not None
         remove = [*CLIENT_CREDENTIAL_HEADERS, self.runtime.identity_header]
         clean_path = without_query_credentials(path)
         try:
-            secret = self.runtime.secret(self.route)
+            secret = await self.runtime.secret(self.route)
         except CredentialError as exc:
             log.error(
                 "upstream credential unavailable",

@@ -71,11 +71,11 @@ class Runtime:
     def known_prefixes(self) -> list[str]:
         return [r.prefix for r in self._by_prefix if r.prefix]
 
-    def secret(self, route: Route) -> Secret | None:
+    async def secret(self, route: Route) -> Secret | None:
         """The upstream credential of ``route``; None when it has none."""
         if route.config.credential is None:
             return None
-        return self._credentials.read(route.config.credential)
+        return await self._credentials.current(route.config.credential)
 
     def caller(self, identity: str, tool: str | None) -> Caller:
         return caller_for(self.policy, identity, tool)

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 from extproc.local import (
     EnvoyProcess,
@@ -22,7 +25,6 @@ from tests.e2e.harness import Client, Ledger, replay_responder
 
 TENANT = "e2e"
 PROVIDER_ENV = {
-    "E2E_VERTEX_TOKEN": "ya29.gateway-vertex-" + secrets.token_hex(8),
     "E2E_AZURE_KEY": "azure-gateway-" + secrets.token_hex(8),
     "E2E_AWS_KEYS": "AKIAGATEWAY" + secrets.token_hex(4).upper() + ":" + secrets.token_hex(20),
 }
@@ -48,7 +50,7 @@ providers:
   vertex:
     family: vertex
     route_prefix: /vertex
-    credential: {{env: E2E_VERTEX_TOKEN}}
+    credential: {{file: {vertex_key_file}, format: google_service_account}}
   azure:
     family: azure-openai
     route_prefix: /azure
@@ -130,23 +132,25 @@ def running_gateway(
     key_file = workdir / "anthropic.key"
     key_file.write_text(anthropic_key + "\n")
     policy_path = workdir / "policy.yaml"
+    vertex_key_file = workdir / "vertex-sa.json"
     policy_path.write_text(
-        POLICY.format(tenant=tenant, anthropic_key_file=key_file) + policy_extra
+        POLICY.format(tenant=tenant, anthropic_key_file=key_file,
+                      vertex_key_file=vertex_key_file) + policy_extra
     )
     extproc_settings = {
         "policy_file": str(policy_path), "redis_url": redis.url,
         "log_level": "DEBUG", "policy_poll_ms": "200", **(settings or {}),
     }
 
-    with (
-        StandIn(replay_responder) as standin,
-        ExtprocProcess(
+    with contextlib.ExitStack() as stack:
+        standin = stack.enter_context(StandIn(replay_responder))
+        vertex_key_file.write_text(_service_account_key(f"{standin.url}/token"))
+        extproc = stack.enter_context(ExtprocProcess(
             workdir / "extproc",
             env={"E2E_OPENAI_KEY": openai_key, "E2E_GEMINI_KEY": GEMINI_KEY,
                  **PROVIDER_ENV, **(env or {})},
             settings=extproc_settings,
-        ) as extproc,
-    ):
+        ))
         upstreams = {
             name: ("127.0.0.1", standin.port, False)
             for name in ("openai", "anthropic", "gemini", "vertex", "azure", "bedrock",
@@ -165,6 +169,20 @@ def running_gateway(
                 Client(envoy.listen_port), Ledger(redis.url, tenant), standin,
                 envoy, extproc, redis, openai_key, anthropic_key, policy_path,
             )
+
+
+def _service_account_key(token_uri: str) -> str:
+    """A Google service account key whose token endpoint is the stand-in."""
+    private_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = private_key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    ).decode()
+    return json.dumps({
+        "type": "service_account", "project_id": "proj", "private_key_id": "k1",
+        "private_key": pem, "client_email": "tollgate@proj.iam.gserviceaccount.com",
+        "client_id": "1", "token_uri": token_uri,
+    })
 
 
 @pytest.fixture(scope="session")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import gzip
 import http.client
 import json
+import secrets
 import socket
 import time
 from dataclasses import dataclass
@@ -44,8 +45,15 @@ def sse_chunks(body: bytes) -> list[bytes]:
     return chunks
 
 
+MINTED_TOKEN = "ya29.minted-" + secrets.token_hex(8)
+
+
 def replay_responder(request: RecordedRequest) -> Reply:
-    """Answer with the fixture named in the request's replay header."""
+    """Answer with the fixture named in the request's replay header; play
+    Google's OAuth token endpoint at ``/token``."""
+    if request.path == "/token":
+        token = {"access_token": MINTED_TOKEN, "expires_in": 3600, "token_type": "Bearer"}
+        return Reply(200, {"content-type": "application/json"}, [json.dumps(token).encode()])
     name = request.headers.get(REPLAY_HEADER, "")
     if not (FIXTURES / f"{name}.meta.json").exists():
         return Reply(500, {"content-type": "text/plain"}, [b"no such fixture"])

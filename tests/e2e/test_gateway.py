@@ -17,7 +17,9 @@ from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
 from tests.e2e.conftest import GEMINI_KEY, PROVIDER_ENV
-from tests.e2e.harness import FIXTURES, GZIP_HEADER, REPLAY_HEADER, fixture_body, meta
+from tests.e2e.harness import (
+    FIXTURES, GZIP_HEADER, MINTED_TOKEN, REPLAY_HEADER, fixture_body, meta,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -420,8 +422,7 @@ def test_bedrock_request_is_signed_for_the_host_actually_sent(
     ("name", "header", "value"),
     [
         ("azure_openai_chat_nonstream", "api-key", PROVIDER_ENV["E2E_AZURE_KEY"]),
-        ("vertex_gemini_stream_sse", "authorization",
-         "Bearer " + PROVIDER_ENV["E2E_VERTEX_TOKEN"]),
+        ("vertex_gemini_stream_sse", "authorization", "Bearer " + MINTED_TOKEN),
     ],
 )
 def test_each_family_carries_its_credential_its_own_way(
@@ -443,3 +444,12 @@ def test_server_that_refuses_unknown_fields_gets_the_body_unchanged(
                         {"x-tollgate-identity": identity, REPLAY_HEADER: name})
 
     assert body == gateway.standin.requests[-1].body
+
+
+def test_vertex_token_is_minted_once_and_reused(gateway, identity) -> None:
+    for _ in range(3):
+        _send(gateway, "vertex_gemini_stream_sse", identity)
+
+    mints = [r for r in gateway.standin.requests if r.path == "/token"]
+    assert 1 == len(mints)
+    assert b"grant_type=urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Ajwt-bearer" in mints[0].body
