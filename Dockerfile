@@ -28,7 +28,12 @@ COPY pyproject.toml README.md ./
 COPY extproc ./extproc
 # A regular (not editable) install: the image needs no source tree. Then the
 # installer itself goes; nothing installs anything at run time.
+# xds-protos carries an older copy of opentelemetry-proto's files; reinstall
+# the latter so that its files win (the OTLP exporters need them).
 RUN pip install . \
+ && pip install --force-reinstall --no-deps "opentelemetry-proto==$(python -c \
+      'import importlib.metadata as m; print(m.version("opentelemetry-proto"))')" \
+ && python -c "from opentelemetry.proto.common.v1.common_pb2 import InstrumentationScope" \
  && pip uninstall -y pip setuptools \
  && python -c "import extproc.cli, extproc.probe, extproc.server.app"
 

@@ -18,6 +18,7 @@ they enter, with the cause chained.
         ├── EndpointNotAllowed  403: an endpoint the gateway cannot meter
         ├── BadRequest          400: the body is not what the endpoint takes
         ├── BudgetExceeded      429: a scope's budget cannot hold the estimate
+        │   └── RateLimited     429: a requests- or tokens-per-minute limit
         ├── ServiceUnavailable  503: the gateway cannot decide right now
         └── GatewayFailure      500: an unexpected fault, answered generically
 
@@ -123,6 +124,10 @@ class BudgetExceeded(Refusal):
         super().__init__(message, headers=headers)
         self.scope = scope
         self.retry_after_s = retry_after_s
+
+
+class RateLimited(BudgetExceeded):
+    code = "rate_limited"
 
 
 class ServiceUnavailable(Refusal):

@@ -49,6 +49,10 @@ def identity_from(headers: dict[str, str], header: str, *, copies: int = 1) -> s
         raise IdentityMissing(f"this gateway needs the caller's identity in the {header} header")
     if copies > 1:
         raise IdentityInvalid(f"the {header} header must be sent once, not {copies} times")
+    if "," in value:
+        # Proxies join repeated headers with commas; an identity holding one
+        # could be two callers' headers run together.
+        raise IdentityInvalid(f"the {header} header must not contain a comma")
     if len(value) > MAX_IDENTITY_LENGTH or not value.isprintable():
         raise IdentityInvalid(
             f"the {header} header must be printable text of at most "

@@ -20,7 +20,7 @@ from typing import Any
 
 from extproc.budgets.clients import AsyncClient, store_errors
 from extproc.budgets.scripts import RESERVE, SETTLE
-from extproc.errors import BudgetExceeded, StoreUnavailable
+from extproc.errors import BudgetExceeded, RateLimited, StoreUnavailable
 from extproc.money import format_usd
 
 log = logging.getLogger(__name__)
@@ -297,8 +297,9 @@ class BudgetStore:
 
 
 def _refusal(bucket: BucketSpec, level: int, held: int, now_ms: int) -> BudgetExceeded:
+    kind = BudgetExceeded if bucket.unit == UNIT_MICRO_USD else RateLimited
     if held > bucket.capacity:
-        return BudgetExceeded(
+        return kind(
             f"this request needs {_amount(bucket, held)}, more than the whole "
             f"{_amount(bucket, bucket.capacity)} of {bucket.scope}; lower max_tokens "
             "or the input",
@@ -315,7 +316,7 @@ def _refusal(bucket: BucketSpec, level: int, held: int, now_ms: int) -> BudgetEx
             f"rate limit of {bucket.scope} reached: this request needs {held} "
             f"{bucket.unit}, {max(level, 0)} left"
         )
-    return BudgetExceeded(
+    return kind(
         f"{message}; retry in {retry_after_s} s",
         scope=bucket.scope, retry_after_s=retry_after_s,
     )

@@ -453,3 +453,23 @@ def test_vertex_token_is_minted_once_and_reused(gateway, identity) -> None:
     mints = [r for r in gateway.standin.requests if r.path == "/token"]
     assert 1 == len(mints)
     assert b"grant_type=urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Ajwt-bearer" in mints[0].body
+
+
+def test_identity_with_a_comma_is_refused(gateway, standin_calls) -> None:
+    response = gateway.client.post("/openai/v1/chat/completions", {"model": "gpt-4o"},
+                                   {"x-tollgate-identity": "alice,mallory"})
+
+    assert (401, 0) == (response.status, standin_calls())
+
+
+def test_rate_limit_refusal_says_rate_limited(gateway) -> None:
+    gateway.ledger.client.hset(
+        gateway.ledger.prefix + "bucket:user:tpm-user#tpm",
+        mapping={"level": 0, "ts": int(time.time() * 1000), "cap": 1000, "period": ""})
+
+    response = gateway.client.post("/openai/v1/chat/completions", {
+        "model": "gpt-4o", "max_tokens": 10, "messages": []}, {"x-tollgate-identity": "tpm-user"})
+
+    assert 429 == response.status
+    assert "rate_limited" == response.json()["error"]["code"]
+    assert int(response.headers["retry-after"]) >= 1
