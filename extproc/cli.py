@@ -32,22 +32,36 @@ def _parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="run the ext_proc gRPC server")
     serve.set_defaults(handler=_serve)
 
-    up = commands.add_parser("up", help="run Redis, the ext_proc server and Envoy locally")
-    up.add_argument("--demo", action="store_true",
-                    help="route providers to a local stand-in that replays recorded answers")
+    up = commands.add_parser(
+        "up", help="run Redis, the ext_proc server and Envoy locally"
+    )
+    up.add_argument(
+        "--demo",
+        action="store_true",
+        help="route providers to a local stand-in that replays recorded answers",
+    )
     up.add_argument("--port", type=int, default=10000, help="Envoy listener port")
     up.set_defaults(handler=_up)
 
     spend = commands.add_parser("spend", help="print booked spend")
     spend.add_argument("--days", type=int, default=7, help="days back from today (UTC)")
     spend.add_argument("--format", choices=("table", "csv", "json"), default="table")
-    spend.add_argument("--html", metavar="FILE",
-                       help="write a self-contained HTML report to FILE instead")
-    spend.add_argument("--by", help="group by any of day, identity, team, project, "
-                       "tool, provider, model (comma separated)")
-    spend.add_argument("--dimension", default="team",
-                       help="what the HTML chart stacks by: team, project, identity, "
-                       "tool, provider or model")
+    spend.add_argument(
+        "--html",
+        metavar="FILE",
+        help="write a self-contained HTML report to FILE instead",
+    )
+    spend.add_argument(
+        "--by",
+        help="group by any of day, identity, team, project, "
+        "tool, provider, model (comma separated)",
+    )
+    spend.add_argument(
+        "--dimension",
+        default="team",
+        help="what the HTML chart stacks by: team, project, identity, "
+        "tool, provider or model",
+    )
     spend.set_defaults(handler=_spend)
 
     bill = commands.add_parser("bill", help="the month's statement by team and project")
@@ -61,11 +75,15 @@ def _parser() -> argparse.ArgumentParser:
     usage = commands.add_parser("usage", help="meter and price a saved response body")
     usage.add_argument("file", help="response body file, or - for standard input")
     usage.add_argument("--provider", required=True, help="provider family, e.g. openai")
-    usage.add_argument("--path", required=True, help="request path, e.g. /v1/chat/completions")
+    usage.add_argument(
+        "--path", required=True, help="request path, e.g. /v1/chat/completions"
+    )
     usage.add_argument("--model", help="model, when the body does not name it")
     usage.add_argument("--content-type", default=None, help="response content type")
     usage.add_argument("--content-encoding", default="identity")
-    usage.add_argument("--status", type=int, default=200, help="HTTP status of the response")
+    usage.add_argument(
+        "--status", type=int, default=200, help="HTTP status of the response"
+    )
     usage.set_defaults(handler=_usage)
     return parser
 
@@ -116,12 +134,16 @@ def _spend(args: argparse.Namespace) -> int:
     last = datetime.now(UTC).date()
     first = last - timedelta(days=max(args.days, 1) - 1)
     try:
-        client = sync_client(settings.effective_redis_url, cluster=settings.redis_cluster)
+        client = sync_client(
+            settings.effective_redis_url, cluster=settings.redis_cluster
+        )
         with store_errors("reading spend"):
             rows = read_spend(client, tenant, first, last)
     except StoreUnavailable as exc:
-        print(f"tollgate: cannot read spend from {settings.effective_redis_url}: {exc}",
-              file=sys.stderr)
+        print(
+            f"tollgate: cannot read spend from {settings.effective_redis_url}: {exc}",
+            file=sys.stderr,
+        )
         return 1
     if by:
         print(render_groups(group_spend(rows, by), by, args.format))
@@ -134,12 +156,15 @@ def _usage(args: argparse.Namespace) -> int:
     from extproc.usage_cli import print_report
 
     print_report(
-        file=args.file, provider=args.provider, path=args.path, model=args.model,
-        content_type=args.content_type, content_encoding=args.content_encoding,
+        file=args.file,
+        provider=args.provider,
+        path=args.path,
+        model=args.model,
+        content_type=args.content_type,
+        content_encoding=args.content_encoding,
         status=args.status,
     )
     return 0
-
 
 
 if __name__ == "__main__":

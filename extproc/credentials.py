@@ -51,8 +51,10 @@ def without_query_credentials(path: str) -> str:
     if not sep:
         return path
     kept = [
-        item for item in query.split("&")
-        if unquote_plus(item.partition("=")[0]).lower() not in CLIENT_CREDENTIAL_QUERY_PARAMETERS
+        item
+        for item in query.split("&")
+        if unquote_plus(item.partition("=")[0]).lower()
+        not in CLIENT_CREDENTIAL_QUERY_PARAMETERS
     ]
     return f"{base}?{'&'.join(kept)}" if kept else base
 

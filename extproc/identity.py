@@ -46,9 +46,13 @@ def identity_from(headers: dict[str, str], header: str, *, copies: int = 1) -> s
     """
     value = headers.get(header, "").strip()
     if not value:
-        raise IdentityMissing(f"this gateway needs the caller's identity in the {header} header")
+        raise IdentityMissing(
+            f"this gateway needs the caller's identity in the {header} header"
+        )
     if copies > 1:
-        raise IdentityInvalid(f"the {header} header must be sent once, not {copies} times")
+        raise IdentityInvalid(
+            f"the {header} header must be sent once, not {copies} times"
+        )
     if "," in value:
         # Proxies join repeated headers with commas; an identity holding one
         # could be two callers' headers run together.
@@ -77,7 +81,9 @@ def tool_from(headers: dict[str, str], tools: Tools) -> str | None:
     return None
 
 
-def labels_from(headers: dict[str, str], config: AttributionHeader) -> tuple[tuple[str, str], ...]:
+def labels_from(
+    headers: dict[str, str], config: AttributionHeader
+) -> tuple[tuple[str, str], ...]:
     """Custom spend labels from ``key=value; key=value``.
 
     Raises ``BadRequest`` for a header over the size or count limits or with
@@ -90,7 +96,9 @@ def labels_from(headers: dict[str, str], config: AttributionHeader) -> tuple[tup
         raise BadRequest(f"the {config.header} header is over {config.max_bytes} bytes")
     pairs = [part.strip() for part in raw.replace(",", ";").split(";") if part.strip()]
     if len(pairs) > config.max_pairs:
-        raise BadRequest(f"the {config.header} header has over {config.max_pairs} pairs")
+        raise BadRequest(
+            f"the {config.header} header has over {config.max_pairs} pairs"
+        )
 
     labels = dict(_pair(pair, config.header) for pair in pairs)
     return tuple(sorted(labels.items()))

@@ -154,8 +154,12 @@ class KeyRing:
     """
 
     def __init__(
-        self, client: AsyncClient, tenant: str, *,
-        cache_ttl_s: float = DEFAULT_CACHE_TTL_S, max_cached: int = MAX_CACHED_KEYS,
+        self,
+        client: AsyncClient,
+        tenant: str,
+        *,
+        cache_ttl_s: float = DEFAULT_CACHE_TTL_S,
+        max_cached: int = MAX_CACHED_KEYS,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._redis = client
@@ -210,8 +214,10 @@ class KeyRing:
         try:
             return KeyRecord.from_json(raw)
         except ValueError:
-            log.warning("unreadable key record ignored",
-                        extra={"tenant": self.tenant, "key_id": digest[:KEY_ID_CHARS]})
+            log.warning(
+                "unreadable key record ignored",
+                extra={"tenant": self.tenant, "key_id": digest[:KEY_ID_CHARS]},
+            )
             return None
 
     def _remember(self, digest: str, record: KeyRecord | None, now_s: float) -> None:
@@ -228,8 +234,12 @@ def new_key() -> str:
 
 
 def issue_key(
-    client: SyncClient, tenant: str, identity: str, tool: str | None = None,
-    expires_in_ms: int | None = None, now_ms: int | None = None,
+    client: SyncClient,
+    tenant: str,
+    identity: str,
+    tool: str | None = None,
+    expires_in_ms: int | None = None,
+    now_ms: int | None = None,
 ) -> tuple[str, KeyRecord]:
     """Issue a key for ``identity``; returns the key (show it once) and its
     record. Only the key's digest is stored.
@@ -246,7 +256,9 @@ def issue_key(
             key = new_key()
             digest = key_digest(key)
             record = KeyRecord(
-                key_id=digest[:KEY_ID_CHARS], identity=identity, tool=tool,
+                key_id=digest[:KEY_ID_CHARS],
+                identity=identity,
+                tool=tool,
                 created_ms=now_ms,
                 expires_ms=None if expires_in_ms is None else now_ms + expires_in_ms,
             )
@@ -255,8 +267,10 @@ def issue_key(
             if client.hsetnx(name, digest, record.to_json()):
                 break
 
-    log.info("gateway key issued",
-             extra={"tenant": tenant, "key_id": record.key_id, "identity": identity})
+    log.info(
+        "gateway key issued",
+        extra={"tenant": tenant, "key_id": record.key_id, "identity": identity},
+    )
     return key, record
 
 
@@ -266,8 +280,9 @@ def list_keys(client: SyncClient, tenant: str) -> list[KeyRecord]:
         raw = client.hgetall(keys_hash(tenant))
     records = [_parsed(tenant, field, value) for field, value in raw.items()]
 
-    return sorted((r for r in records if r is not None),
-                  key=lambda r: (r.created_ms, r.key_id))
+    return sorted(
+        (r for r in records if r is not None), key=lambda r: (r.created_ms, r.key_id)
+    )
 
 
 def find_key(client: SyncClient, tenant: str, key_id: str) -> KeyRecord | None:
@@ -292,8 +307,9 @@ def revoke_key(
     if record.revoked_ms is not None:
         return True
 
-    revoked = KeyRecord(**{**asdict(record), "revoked_ms": _now_ms() if now_ms is None
-                           else now_ms})
+    revoked = KeyRecord(
+        **{**asdict(record), "revoked_ms": _now_ms() if now_ms is None else now_ms}
+    )
     with store_errors("revoking a gateway key"):
         client.hset(keys_hash(tenant), digest, revoked.to_json())
 
@@ -317,8 +333,10 @@ def _parsed(tenant: str, field: bytes | str, value: bytes | str) -> KeyRecord | 
     try:
         return KeyRecord.from_json(value)
     except ValueError:
-        log.warning("unreadable key record ignored",
-                    extra={"tenant": tenant, "key_id": _text(field)[:KEY_ID_CHARS]})
+        log.warning(
+            "unreadable key record ignored",
+            extra={"tenant": tenant, "key_id": _text(field)[:KEY_ID_CHARS]},
+        )
         return None
 
 

@@ -8,7 +8,9 @@ import sys
 from datetime import UTC, datetime
 
 _STANDARD = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {
-    "message", "asctime", "taskName",
+    "message",
+    "asctime",
+    "taskName",
 }
 
 
@@ -17,13 +19,17 @@ class JsonFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         entry = {
-            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(
+                timespec="milliseconds"
+            ),
             "level": record.levelname.lower(),
             "logger": record.name,
             "event": record.getMessage(),
         }
         entry.update(
-            (key, value) for key, value in record.__dict__.items() if key not in _STANDARD
+            (key, value)
+            for key, value in record.__dict__.items()
+            if key not in _STANDARD
         )
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
@@ -42,9 +48,11 @@ class TextFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         fields = " ".join(
             f"{key}={_quoted(value)}"
-            for key, value in record.__dict__.items() if key not in _STANDARD
+            for key, value in record.__dict__.items()
+            if key not in _STANDARD
         )
-        line = f"{record.levelname.lower():7} {record.name}: {record.getMessage()} {fields}"
+        level = record.levelname.lower()
+        line = f"{level:7} {record.name}: {record.getMessage()} {fields}"
         if record.exc_info:
             line += "\n" + self.formatException(record.exc_info)
         return line.rstrip()
@@ -52,7 +60,7 @@ class TextFormatter(logging.Formatter):
 
 def _quoted(value: object) -> str:
     text = str(value)
-    if text and text.isprintable() and not any(c in text for c in ' ="\''):
+    if text and text.isprintable() and not any(c in text for c in " =\"'"):
         return text
     return json.dumps(text)
 

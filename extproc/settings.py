@@ -16,7 +16,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 class Settings(BaseSettings):
     """How one Tollgate process runs. Frozen once read."""
 
-    model_config = SettingsConfigDict(env_prefix="TOLLGATE_", frozen=True, extra="ignore")
+    model_config = SettingsConfigDict(
+        env_prefix="TOLLGATE_", frozen=True, extra="ignore"
+    )
 
     policy_file: Path = Field(
         default=Path("policy.yaml"),
@@ -38,38 +40,45 @@ class Settings(BaseSettings):
         ),
     )
     log_level: str = Field(
-        default="INFO", description="TOLLGATE_LOG_LEVEL: DEBUG, INFO, WARNING. Default INFO."
+        default="INFO",
+        description="TOLLGATE_LOG_LEVEL: DEBUG, INFO, WARNING. Default INFO.",
     )
     log_format: str = Field(
         default="json", description="TOLLGATE_LOG_FORMAT: json or text. Default json."
     )
     policy_poll_ms: int = Field(
-        default=1000, gt=0,
+        default=1000,
+        gt=0,
         description="TOLLGATE_POLICY_POLL_MS: how often the policy file is checked "
         "for changes. Default 1000.",
     )
     redis_timeout_ms: int = Field(
-        default=250, gt=0,
+        default=250,
+        gt=0,
         description="TOLLGATE_REDIS_TIMEOUT_MS: socket timeout of one Redis call. "
         "Default 250 (below Envoy's ext_proc message timeout).",
     )
     lease_ms: int = Field(
-        default=15 * 60 * 1000, gt=0,
+        default=15 * 60 * 1000,
+        gt=0,
         description="TOLLGATE_LEASE_MS: how long a reservation may stay unsettled "
         "before it is charged at its estimate. Default 900000 (15 min).",
     )
     lease_sweep_ms: int = Field(
-        default=5000, gt=0,
+        default=5000,
+        gt=0,
         description="TOLLGATE_LEASE_SWEEP_MS: how often expired leases are "
         "settled. Default 5000.",
     )
     max_body_bytes: int = Field(
-        default=32 * 1024 * 1024, gt=0,
+        default=32 * 1024 * 1024,
+        gt=0,
         description="TOLLGATE_MAX_BODY_BYTES: the largest request or response "
         "body kept for metering. Default 33554432 (32 MiB).",
     )
     grace_period_s: float = Field(
-        default=10.0, ge=0,
+        default=10.0,
+        ge=0,
         description="TOLLGATE_GRACE_PERIOD_S: how long a stopping server lets open "
         "calls finish and settle. Default 10.",
     )
@@ -80,29 +89,35 @@ class Settings(BaseSettings):
         "replayed when it answers. Default tollgate-journal.jsonl.",
     )
     journal_max_bytes: int = Field(
-        default=64 * 1024 * 1024, gt=0,
+        default=64 * 1024 * 1024,
+        gt=0,
         description="TOLLGATE_JOURNAL_MAX_BYTES: the journal's bound; past it new "
         "calls are refused. Default 67108864 (64 MiB).",
     )
     journal_replay_ms: int = Field(
-        default=1000, gt=0,
+        default=1000,
+        gt=0,
         description="TOLLGATE_JOURNAL_REPLAY_MS: how often a non-empty journal is "
         "replayed. Default 1000.",
     )
 
     prometheus_port: int | None = Field(
-        default=None, gt=0, lt=65536,
+        default=None,
+        gt=0,
+        lt=65536,
         description="TOLLGATE_PROMETHEUS_PORT: serve /metrics for scraping on this "
         "port. Default none (OTLP through the OTEL_* variables only).",
     )
     metric_label_cap: int = Field(
-        default=1000, gt=0,
+        default=1000,
+        gt=0,
         description="TOLLGATE_METRIC_LABEL_CAP: distinct values per metric label "
         "(identity, team, tool, model) before further ones read 'other'. "
         "Default 1000.",
     )
     spend_retention_days: int = Field(
-        default=400, ge=396,
+        default=400,
+        ge=396,
         description="TOLLGATE_SPEND_RETENTION_DAYS: how long daily spend "
         "aggregates are kept (at least 13 months). Default 400.",
     )
@@ -123,7 +138,8 @@ class Settings(BaseSettings):
         "carry (at least 16 characters). Required with TOLLGATE_ADMIN_LISTEN.",
     )
     key_cache_ttl_ms: int = Field(
-        default=5000, gt=0,
+        default=5000,
+        gt=0,
         description="TOLLGATE_KEY_CACHE_TTL_MS: how long a virtual key lookup is "
         "cached; a revocation takes effect within it. Default 5000.",
     )

@@ -15,7 +15,11 @@ from extproc.money import format_usd
 
 _DIMENSIONS = ("identity", "team", "project", "tool", "provider", "model")
 _METRICS = (
-    "cost_micro_usd", "estimated_cost_micro_usd", "requests", "input_tokens", "output_tokens",
+    "cost_micro_usd",
+    "estimated_cost_micro_usd",
+    "requests",
+    "input_tokens",
+    "output_tokens",
 )
 
 
@@ -35,7 +39,9 @@ class SpendRow:
     estimated_cost_micro_usd: int = 0
 
 
-def read_spend(client: redis.Redis, tenant: str, first: date, last: date) -> list[SpendRow]:
+def read_spend(
+    client: redis.Redis, tenant: str, first: date, last: date
+) -> list[SpendRow]:
     """Every (day, identity, provider, model) row from ``first`` to ``last``."""
     keys = Keys(tenant)
     rows: list[SpendRow] = []
@@ -75,16 +81,40 @@ def _rows(day: str, raw: dict[bytes, bytes]) -> list[SpendRow]:
 
 
 def _table(rows: list[SpendRow]) -> str:
-    header = ("day", "identity", "team", "project", "tool", "provider", "model",
-              "requests", "in_tokens", "out_tokens", "cost_usd", "estimated_usd")
+    header = (
+        "day",
+        "identity",
+        "team",
+        "project",
+        "tool",
+        "provider",
+        "model",
+        "requests",
+        "in_tokens",
+        "out_tokens",
+        "cost_usd",
+        "estimated_usd",
+    )
     lines = [header] + [
-        (r.day, r.identity, r.team or "-", r.project or "-", r.tool or "-", r.provider,
-         r.model, str(r.requests), str(r.input_tokens),
-         str(r.output_tokens), format_usd(r.cost_micro_usd),
-         format_usd(r.estimated_cost_micro_usd))
+        (
+            r.day,
+            r.identity,
+            r.team or "-",
+            r.project or "-",
+            r.tool or "-",
+            r.provider,
+            r.model,
+            str(r.requests),
+            str(r.input_tokens),
+            str(r.output_tokens),
+            format_usd(r.cost_micro_usd),
+            format_usd(r.estimated_cost_micro_usd),
+        )
         for r in rows
     ]
     total = sum(r.cost_micro_usd for r in rows)
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
-    text = "\n".join("  ".join(c.ljust(w) for c, w in zip(line, widths)) for line in lines)
+    text = "\n".join(
+        "  ".join(c.ljust(w) for c, w in zip(line, widths)) for line in lines
+    )
     return f"{text}\ntotal {format_usd(total)} USD over {len(rows)} rows"

@@ -28,8 +28,13 @@ _TYPE_BY_SUFFIX = {
 
 
 def report(
-    file: str, *, provider: str, path: str, model: str | None = None,
-    content_type: str | None = None, content_encoding: str = "identity",
+    file: str,
+    *,
+    provider: str,
+    path: str,
+    model: str | None = None,
+    content_type: str | None = None,
+    content_encoding: str = "identity",
     status: int = 200,
 ) -> dict[str, Any]:
     """Meter ``file`` (``-`` for stdin) as a response of ``provider`` at ``path``."""
@@ -38,19 +43,33 @@ def report(
     if endpoint is None:
         raise BadRequest(f"{path} is not an endpoint of provider family {provider}")
     body = sys.stdin.buffer.read() if file == "-" else _read(file)
-    content_type = content_type or _TYPE_BY_SUFFIX.get(Path(file).suffix, "application/json")
+    content_type = content_type or _TYPE_BY_SUFFIX.get(
+        Path(file).suffix, "application/json"
+    )
 
-    meter = ResponseMeter(provider_family, endpoint, content_type=content_type,
-                          content_encoding=content_encoding)
+    meter = ResponseMeter(
+        provider_family,
+        endpoint,
+        content_type=content_type,
+        content_encoding=content_encoding,
+    )
     meter.feed(body)
     reading = meter.finish()
-    charge = decide_charge(CallFacts(
-        billable=endpoint.billable, request_bytes=0,
-        output_cap_tokens=_pricing().default_max_output_tokens,
-        status=status, reading=reading, response_bytes=len(body), response_complete=True,
-    ))
+    charge = decide_charge(
+        CallFacts(
+            billable=endpoint.billable,
+            request_bytes=0,
+            output_cap_tokens=_pricing().default_max_output_tokens,
+            status=status,
+            reading=reading,
+            response_bytes=len(body),
+            response_complete=True,
+        )
+    )
 
-    priced_model = model or _path_model(provider_family, endpoint, path) or reading.model
+    priced_model = (
+        model or _path_model(provider_family, endpoint, path) or reading.model
+    )
     price = None
     if charge.usage is not None:
         price = Pricer(_pricing()).price(provider, provider, priced_model, charge.usage)

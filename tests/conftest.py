@@ -9,7 +9,6 @@ import pytest
 from extproc.local import RedisProcess
 
 
-
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisProcess]:
     """One redis-server for the session; tests keep apart by key prefix."""

@@ -10,7 +10,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-_DEFAULT = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures" / "providers"
+_DEFAULT = (
+    Path(__file__).resolve().parents[1].parent / "shared" / "fixtures" / "providers"
+)
 FIXTURES = Path(os.environ.get("TOLLGATE_FIXTURES_DIR") or _DEFAULT)
 
 if not (FIXTURES / "INDEX.md").is_file():

@@ -54,19 +54,25 @@ def keys_command(args: argparse.Namespace) -> int:
     try:
         if args.keys_action == "issue":
             expires_in_ms = _duration(args.expires_in) if args.expires_in else None
-            key, record = keys.issue_key(client, tenant, args.user, args.tool,
-                                         expires_in_ms=expires_in_ms)
+            key, record = keys.issue_key(
+                client, tenant, args.user, args.tool, expires_in_ms=expires_in_ms
+            )
             print(key)
-            print(f"issued key {record.key_id} for {record.identity}; this is the only "
-                  "time the key is shown", file=sys.stderr)
+            print(
+                f"issued key {record.key_id} for {record.identity}; this is the only "
+                "time the key is shown",
+                file=sys.stderr,
+            )
         elif args.keys_action == "list":
             _print_keys(keys.list_keys(client, tenant), args.format)
         elif not keys.revoke_key(client, tenant, args.key_id):
             print(f"tollgate: no key has the id {args.key_id}", file=sys.stderr)
             return 1
         else:
-            print(f"revoked key {args.key_id}; gateways refuse it once their key "
-                  f"cache runs out ({keys.DEFAULT_CACHE_TTL_S:g} s by default)")
+            print(
+                f"revoked key {args.key_id}; gateways refuse it once their key "
+                f"cache runs out ({keys.DEFAULT_CACHE_TTL_S:g} s by default)"
+            )
     except ValueError as exc:
         print(f"tollgate: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -82,16 +88,18 @@ def budget_command(args: argparse.Namespace) -> int:
     try:
         if args.budget_action == "set":
             budget = admin.parse_budget(_budget_values(args))
-            shift = admin.set_override(client, tenant, args.scope, budget,
-                                       timezone=zone)
+            shift = admin.set_override(
+                client, tenant, args.scope, budget, timezone=zone
+            )
             view = admin.budget_view(client, tenant, args.scope, policy)
             _print_views([view], "table")
             if shift:
                 print(f"the bucket's level moved by {format_usd(shift)} USD")
         elif args.budget_action == "unset":
             fallback = admin.policy_budget(policy, admin.check_scope(args.scope))
-            if not admin.remove_override(client, tenant, args.scope, fallback=fallback,
-                                         timezone=zone):
+            if not admin.remove_override(
+                client, tenant, args.scope, fallback=fallback, timezone=zone
+            ):
                 print(f"{args.scope} has no override", file=sys.stderr)
         elif args.budget_action == "show":
             view = admin.budget_view(client, tenant, args.scope, policy)
@@ -114,16 +122,20 @@ def describe_budget(budget: Budget | None) -> str:
     else:
         text = f"{amount} USD capacity"
         if budget.refill_micro_usd:
-            text += (f", refilled {format_usd(budget.refill_micro_usd)} USD every "
-                     f"{budget.refill_every}")
+            text += (
+                f", refilled {format_usd(budget.refill_micro_usd)} USD every "
+                f"{budget.refill_every}"
+            )
     if budget.soft_limits_percent:
         text += ", soft limits " + ", ".join(
-            f"{p}%" for p in sorted(budget.soft_limits_percent))
+            f"{p}%" for p in sorted(budget.soft_limits_percent)
+        )
     return text
 
 
 def view_as_dict(view: BudgetView) -> dict[str, Any]:
     """A ``BudgetView`` as JSON-ready values (money in micro-USD)."""
+
     def dump(budget: Budget | None) -> dict[str, Any] | None:
         return None if budget is None else budget.model_dump(mode="json")
 
@@ -135,7 +147,9 @@ def view_as_dict(view: BudgetView) -> dict[str, Any]:
         "policy": dump(view.policy),
         "override": dump(view.override),
         "level_now_micro_usd": view.level_now_micro_usd,
-        "bucket": None if bucket is None else {
+        "bucket": None
+        if bucket is None
+        else {
             "level_micro_usd": bucket.level_micro_usd,
             "capacity_micro_usd": bucket.capacity_micro_usd,
             "period": bucket.period,
@@ -147,9 +161,13 @@ def view_as_dict(view: BudgetView) -> dict[str, Any]:
 def key_as_dict(record: KeyRecord, now_ms: int) -> dict[str, Any]:
     """A key record as JSON-ready values, with its status at ``now_ms``."""
     return {
-        "key_id": record.key_id, "identity": record.identity, "tool": record.tool,
-        "created_ms": record.created_ms, "expires_ms": record.expires_ms,
-        "revoked_ms": record.revoked_ms, "status": record.status(now_ms),
+        "key_id": record.key_id,
+        "identity": record.identity,
+        "tool": record.tool,
+        "created_ms": record.created_ms,
+        "expires_ms": record.expires_ms,
+        "revoked_ms": record.revoked_ms,
+        "status": record.status(now_ms),
     }
 
 
@@ -163,8 +181,11 @@ def _add_keys(commands: argparse._SubParsersAction) -> None:
     issue = actions.add_parser("issue", help="issue a key; it is printed once")
     issue.add_argument("--user", required=True, help="the identity the key stands for")
     issue.add_argument("--tool", help="bind the key to one tool, e.g. claude-code")
-    issue.add_argument("--expires-in", metavar="DURATION",
-                       help="lifetime such as 30d or 12h; default: no expiry")
+    issue.add_argument(
+        "--expires-in",
+        metavar="DURATION",
+        help="lifetime such as 30d or 12h; default: no expiry",
+    )
 
     listing = actions.add_parser("list", help="list keys (never the keys themselves)")
     listing.add_argument("--format", choices=("table", "json"), default="table")
@@ -176,25 +197,38 @@ def _add_keys(commands: argparse._SubParsersAction) -> None:
 
 def _add_budget(commands: argparse._SubParsersAction) -> None:
     budget = commands.add_parser(
-        "budget", help="override and inspect the budget of a scope")
-    actions = budget.add_subparsers(title="actions", dest="budget_action",
-                                    required=True)
-    scope_help = ("user:NAME, team:NAME, project:NAME, tool:NAME, "
-                  "user:NAME/tool:NAME or org")
+        "budget", help="override and inspect the budget of a scope"
+    )
+    actions = budget.add_subparsers(
+        title="actions", dest="budget_action", required=True
+    )
+    scope_help = (
+        "user:NAME, team:NAME, project:NAME, tool:NAME, user:NAME/tool:NAME or org"
+    )
 
     setter = actions.add_parser("set", help="override the policy's budget of a scope")
     setter.add_argument("scope", help=scope_help)
     kind = setter.add_mutually_exclusive_group(required=True)
     kind.add_argument("--capacity-usd", metavar="USD", help="a refilled bucket's size")
     kind.add_argument("--amount-usd", metavar="USD", help="a calendar budget's amount")
-    setter.add_argument("--refill-usd", metavar="USD",
-                        help="regained every --refill-every")
+    setter.add_argument(
+        "--refill-usd", metavar="USD", help="regained every --refill-every"
+    )
     setter.add_argument("--refill-every", metavar="DURATION", help="default 1d")
-    setter.add_argument("--period", choices=("day", "week", "month", "quarter"),
-                        help="the calendar budget's period")
-    setter.add_argument("--soft-limit", metavar="PERCENT", type=int, nargs="+",
-                        action="extend", default=[],
-                        help="spend levels reported once per period")
+    setter.add_argument(
+        "--period",
+        choices=("day", "week", "month", "quarter"),
+        help="the calendar budget's period",
+    )
+    setter.add_argument(
+        "--soft-limit",
+        metavar="PERCENT",
+        type=int,
+        nargs="+",
+        action="extend",
+        default=[],
+        help="spend levels reported once per period",
+    )
 
     unset = actions.add_parser("unset", help="remove a scope's override")
     unset.add_argument("scope", help=scope_help)
@@ -203,8 +237,9 @@ def _add_budget(commands: argparse._SubParsersAction) -> None:
     show.add_argument("scope", help=scope_help)
     show.add_argument("--format", choices=("table", "json"), default="table")
 
-    listing = actions.add_parser("list",
-                                 help="every scope with a bucket or an override")
+    listing = actions.add_parser(
+        "list", help="every scope with a bucket or an override"
+    )
     listing.add_argument("--format", choices=("table", "json"), default="table")
     budget.set_defaults(handler=budget_command)
 
@@ -258,8 +293,14 @@ def _print_keys(records: list[KeyRecord], fmt: str) -> None:
         return
     header = ("key_id", "identity", "tool", "created", "expires", "status")
     lines = [header] + [
-        (r.key_id, r.identity, r.tool or "-", _when(r.created_ms),
-         _when(r.expires_ms), r.status(now_ms))
+        (
+            r.key_id,
+            r.identity,
+            r.tool or "-",
+            _when(r.created_ms),
+            _when(r.expires_ms),
+            r.status(now_ms),
+        )
         for r in records
     ]
     print(_columns(lines))
@@ -269,13 +310,23 @@ def _print_views(views: list[BudgetView], fmt: str) -> None:
     if fmt == "json":
         print(json.dumps([view_as_dict(v) for v in views], indent=2))
         return
-    header = ("scope", "source", "budget", "level_now_usd", "stored_level_usd",
-              "period")
+    header = (
+        "scope",
+        "source",
+        "budget",
+        "level_now_usd",
+        "stored_level_usd",
+        "period",
+    )
     lines = [header] + [
-        (v.scope, v.source, describe_budget(v.effective),
-         "-" if v.level_now_micro_usd is None else format_usd(v.level_now_micro_usd),
-         "-" if v.bucket is None else format_usd(v.bucket.level_micro_usd),
-         (v.bucket.period if v.bucket else "") or "-")
+        (
+            v.scope,
+            v.source,
+            describe_budget(v.effective),
+            "-" if v.level_now_micro_usd is None else format_usd(v.level_now_micro_usd),
+            "-" if v.bucket is None else format_usd(v.bucket.level_micro_usd),
+            (v.bucket.period if v.bucket else "") or "-",
+        )
         for v in views
     ]
     print(_columns(lines))

@@ -52,17 +52,23 @@ MAX_SPEND_DAYS = SPEND_RETENTION_S // 86_400
 SERVICE_NAME = "tollgate.admin.v1.Admin"
 
 _PERIODS = {
-    "day": pb.PERIOD_DAY, "week": pb.PERIOD_WEEK, "month": pb.PERIOD_MONTH,
+    "day": pb.PERIOD_DAY,
+    "week": pb.PERIOD_WEEK,
+    "month": pb.PERIOD_MONTH,
     "quarter": pb.PERIOD_QUARTER,
 }
 _SOURCES = {
-    "none": pb.BUDGET_SOURCE_NONE, "policy": pb.BUDGET_SOURCE_POLICY,
+    "none": pb.BUDGET_SOURCE_NONE,
+    "policy": pb.BUDGET_SOURCE_POLICY,
     "override": pb.BUDGET_SOURCE_OVERRIDE,
 }
 _DIMENSIONS = {
-    pb.DIMENSION_DAY: "day", pb.DIMENSION_IDENTITY: "identity",
-    pb.DIMENSION_TEAM: "team", pb.DIMENSION_PROJECT: "project",
-    pb.DIMENSION_TOOL: "tool", pb.DIMENSION_PROVIDER: "provider",
+    pb.DIMENSION_DAY: "day",
+    pb.DIMENSION_IDENTITY: "identity",
+    pb.DIMENSION_TEAM: "team",
+    pb.DIMENSION_PROJECT: "project",
+    pb.DIMENSION_TOOL: "tool",
+    pb.DIMENSION_PROVIDER: "provider",
     pb.DIMENSION_MODEL: "model",
 }
 _MICRO = Decimal(1_000_000)
@@ -71,7 +77,11 @@ Reply = TypeVar("Reply")
 
 
 async def start_admin_server(
-    *, listen: str, token: str, redis_url: str, policy_of: Callable[[], Policy],
+    *,
+    listen: str,
+    token: str,
+    redis_url: str,
+    policy_of: Callable[[], Policy],
     redis_cluster: bool = False,
 ) -> grpc.aio.Server:
     """Start the admin API on ``listen`` (``host:port``) and return the server.
@@ -83,13 +93,15 @@ async def start_admin_server(
     ``StoreUnavailable`` when ``redis_cluster`` and no node answers.
     """
     if len(token) < MIN_TOKEN_CHARS:
-        raise ConfigError(f"the admin API token must have at least {MIN_TOKEN_CHARS} "
-                          "characters")
+        raise ConfigError(
+            f"the admin API token must have at least {MIN_TOKEN_CHARS} characters"
+        )
     client = sync_client(redis_url, cluster=redis_cluster)
     # No port sharing: a second server on a taken port must fail, not split
     # the calls with the first.
-    server = grpc.aio.server(interceptors=[BearerTokenInterceptor(token)],
-                             options=[("grpc.so_reuseport", 0)])
+    server = grpc.aio.server(
+        interceptors=[BearerTokenInterceptor(token)], options=[("grpc.so_reuseport", 0)]
+    )
     pb_grpc.add_AdminServicer_to_server(AdminService(client, policy_of), server)
 
     try:
@@ -124,18 +136,22 @@ class BearerTokenInterceptor(grpc.aio.ServerInterceptor):
         self._refusal = grpc.unary_unary_rpc_method_handler(_unauthenticated)
 
     async def intercept_service(
-        self, continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Any]],
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Any]],
         handler_call_details: grpc.HandlerCallDetails,
     ) -> Any:
         if self._authorised(handler_call_details.invocation_metadata or ()):
             return await continuation(handler_call_details)
-        log.warning("admin call refused: no valid bearer token",
-                    extra={"method": handler_call_details.method})
+        log.warning(
+            "admin call refused: no valid bearer token",
+            extra={"method": handler_call_details.method},
+        )
         return self._refusal
 
     def _authorised(self, metadata: Any) -> bool:
         presented = next(
-            (value for key, value in metadata if key == "authorization"), "")
+            (value for key, value in metadata if key == "authorization"), ""
+        )
         if isinstance(presented, bytes):
             presented = presented.decode("latin-1")
         scheme, _, token = presented.partition(" ")
@@ -198,8 +214,9 @@ class AdminService(pb_grpc.AdminServicer):
         self, policy: Policy, request: pb.SetBudgetRequest
     ) -> pb.BudgetStatus:
         budget = budget_from_proto(request.budget)
-        admin.set_override(self._redis, policy.tenant, request.scope, budget,
-                           timezone=policy.timezone)
+        admin.set_override(
+            self._redis, policy.tenant, request.scope, budget, timezone=policy.timezone
+        )
         return self._get_budget(policy, request)
 
     def _get_budget(self, policy: Policy, request: Any) -> pb.BudgetStatus:
@@ -210,8 +227,13 @@ class AdminService(pb_grpc.AdminServicer):
         self, policy: Policy, request: pb.DeleteBudgetRequest
     ) -> pb.DeleteBudgetResponse:
         fallback = admin.policy_budget(policy, admin.check_scope(request.scope))
-        deleted = admin.remove_override(self._redis, policy.tenant, request.scope,
-                                        fallback=fallback, timezone=policy.timezone)
+        deleted = admin.remove_override(
+            self._redis,
+            policy.tenant,
+            request.scope,
+            fallback=fallback,
+            timezone=policy.timezone,
+        )
         return pb.DeleteBudgetResponse(deleted=deleted)
 
     def _list_budgets(self, policy: Policy, request: Any) -> pb.ListBudgetsResponse:
@@ -222,8 +244,13 @@ class AdminService(pb_grpc.AdminServicer):
         self, policy: Policy, request: pb.IssueKeyRequest
     ) -> pb.IssueKeyResponse:
         expires_in_ms = duration_ms(request.expires_in) if request.expires_in else None
-        key, record = keys.issue_key(self._redis, policy.tenant, request.identity,
-                                     request.tool or None, expires_in_ms=expires_in_ms)
+        key, record = keys.issue_key(
+            self._redis,
+            policy.tenant,
+            request.identity,
+            request.tool or None,
+            expires_in_ms=expires_in_ms,
+        )
         return pb.IssueKeyResponse(key=key, record=key_to_proto(record))
 
     def _list_keys(self, policy: Policy, request: Any) -> pb.ListKeysResponse:
@@ -245,7 +272,8 @@ class AdminService(pb_grpc.AdminServicer):
         last = _day(request.last_day, "last_day")
         if last < first or last - first >= timedelta(days=MAX_SPEND_DAYS):
             raise ValueError(
-                f"give first_day <= last_day, at most {MAX_SPEND_DAYS} days apart")
+                f"give first_day <= last_day, at most {MAX_SPEND_DAYS} days apart"
+            )
         by = [_dimension(value) for value in request.by]
 
         with store_errors("reading spend"):
@@ -287,12 +315,14 @@ def _status_for(exc: Exception) -> tuple[grpc.StatusCode, str]:
 def budget_to_proto(budget: Budget) -> pb.Budget:
     soft = sorted(budget.soft_limits_percent)
     if budget.period is not None:
-        calendar = pb.CalendarBudget(amount_micro_usd=budget.capacity_micro_usd,
-                                     period=_PERIODS[budget.period])
+        calendar = pb.CalendarBudget(
+            amount_micro_usd=budget.capacity_micro_usd, period=_PERIODS[budget.period]
+        )
         return pb.Budget(calendar=calendar, soft_limits_percent=soft)
     refilled = pb.RefilledBudget(
         capacity_micro_usd=budget.capacity_micro_usd,
-        refill_micro_usd=budget.refill_micro_usd, refill_every=budget.refill_every,
+        refill_micro_usd=budget.refill_micro_usd,
+        refill_every=budget.refill_every,
     )
     return pb.Budget(refilled=refilled, soft_limits_percent=soft)
 
@@ -327,20 +357,26 @@ def status_to_proto(view: admin.BudgetView) -> pb.BudgetStatus:
     if view.override is not None:
         status.override.CopyFrom(budget_to_proto(view.override))
     if view.bucket is not None:
-        status.bucket.CopyFrom(pb.BucketState(
-            level_micro_usd=view.bucket.level_micro_usd,
-            level_now_micro_usd=view.level_now_micro_usd or 0,
-            capacity_micro_usd=view.bucket.capacity_micro_usd,
-            period=view.bucket.period, updated_ms=view.bucket.updated_ms,
-        ))
+        status.bucket.CopyFrom(
+            pb.BucketState(
+                level_micro_usd=view.bucket.level_micro_usd,
+                level_now_micro_usd=view.level_now_micro_usd or 0,
+                capacity_micro_usd=view.bucket.capacity_micro_usd,
+                period=view.bucket.period,
+                updated_ms=view.bucket.updated_ms,
+            )
+        )
     return status
 
 
 def key_to_proto(record: keys.KeyRecord) -> pb.KeyRecord:
     now_ms = int(time.time() * 1000)
     message = pb.KeyRecord(
-        key_id=record.key_id, identity=record.identity, tool=record.tool or "",
-        created_ms=record.created_ms, active=record.active(now_ms),
+        key_id=record.key_id,
+        identity=record.identity,
+        tool=record.tool or "",
+        created_ms=record.created_ms,
+        active=record.active(now_ms),
     )
     if record.expires_ms is not None:
         message.expires_ms = record.expires_ms
@@ -352,8 +388,10 @@ def key_to_proto(record: keys.KeyRecord) -> pb.KeyRecord:
 def _spend_group(group: dict[str, Any], by: list[str]) -> pb.SpendGroup:
     return pb.SpendGroup(
         dimensions={name: str(group[name]) for name in by},
-        requests=group["requests"], input_tokens=group["input_tokens"],
-        output_tokens=group["output_tokens"], cost_micro_usd=group["cost_micro_usd"],
+        requests=group["requests"],
+        input_tokens=group["input_tokens"],
+        output_tokens=group["output_tokens"],
+        cost_micro_usd=group["cost_micro_usd"],
         estimated_cost_micro_usd=group["estimated_cost_micro_usd"],
     )
 
@@ -380,8 +418,10 @@ def _digest(text: str) -> bytes:
 
 
 async def _unauthenticated(request: Any, context: Any) -> None:
-    await context.abort(grpc.StatusCode.UNAUTHENTICATED,
-                        "this call needs the metadata authorization: Bearer <token>")
+    await context.abort(
+        grpc.StatusCode.UNAUTHENTICATED,
+        "this call needs the metadata authorization: Bearer <token>",
+    )
 
 
 _STOPPERS: set[asyncio.Task[None]] = set()

@@ -18,7 +18,10 @@ from extproc.spend import SpendRow
 
 DIMENSIONS = ("day", "identity", "team", "project", "tool", "provider", "model")
 METRICS = (
-    "requests", "input_tokens", "output_tokens", "cost_micro_usd",
+    "requests",
+    "input_tokens",
+    "output_tokens",
+    "cost_micro_usd",
     "estimated_cost_micro_usd",
 )
 
@@ -29,8 +32,10 @@ def parse_by(text: str) -> list[str]:
     by = [part.strip() for part in text.split(",") if part.strip()]
     unknown = [name for name in by if name not in DIMENSIONS]
     if unknown:
-        raise ValueError(f"unknown spend dimension {unknown[0]!r}; choose from "
-                         f"{', '.join(DIMENSIONS)}")
+        raise ValueError(
+            f"unknown spend dimension {unknown[0]!r}; choose from "
+            f"{', '.join(DIMENSIONS)}"
+        )
     if len(set(by)) != len(by):
         raise ValueError("a spend dimension is named twice")
     return by
@@ -74,9 +79,14 @@ def render_groups(groups: list[dict[str, Any]], by: list[str], fmt: str) -> str:
 def _table(groups: list[dict[str, Any]], by: list[str]) -> str:
     header = (*by, "requests", "in_tokens", "out_tokens", "cost_usd", "estimated_usd")
     lines = [header] + [
-        (*(str(g[name]) or "-" for name in by), str(g["requests"]),
-         str(g["input_tokens"]), str(g["output_tokens"]),
-         format_usd(g["cost_micro_usd"]), format_usd(g["estimated_cost_micro_usd"]))
+        (
+            *(str(g[name]) or "-" for name in by),
+            str(g["requests"]),
+            str(g["input_tokens"]),
+            str(g["output_tokens"]),
+            format_usd(g["cost_micro_usd"]),
+            format_usd(g["estimated_cost_micro_usd"]),
+        )
         for g in groups
     ]
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]

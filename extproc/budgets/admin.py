@@ -182,8 +182,13 @@ def parse_budget(values: Mapping[str, object]) -> Budget:
 
 
 def set_override(
-    client: SyncClient, tenant: str, scope: str, budget: Budget, *,
-    timezone: str = "UTC", now: datetime | None = None,
+    client: SyncClient,
+    tenant: str,
+    scope: str,
+    budget: Budget,
+    *,
+    timezone: str = "UTC",
+    now: datetime | None = None,
 ) -> int:
     """Store ``budget`` as the override of ``scope`` and rebase its bucket.
 
@@ -195,14 +200,21 @@ def set_override(
 
     _, shift = _rebase(client, tenant, scope, budget.model_dump_json(), spec)
 
-    log.info("budget override set", extra={"tenant": tenant, "scope": scope,
-                                           "level_shift_micro_usd": shift})
+    log.info(
+        "budget override set",
+        extra={"tenant": tenant, "scope": scope, "level_shift_micro_usd": shift},
+    )
     return shift
 
 
 def remove_override(
-    client: SyncClient, tenant: str, scope: str, *, fallback: Budget | None,
-    timezone: str = "UTC", now: datetime | None = None,
+    client: SyncClient,
+    tenant: str,
+    scope: str,
+    *,
+    fallback: Budget | None,
+    timezone: str = "UTC",
+    now: datetime | None = None,
 ) -> bool:
     """Remove the override of ``scope``; False when it had none.
 
@@ -210,14 +222,19 @@ def remove_override(
     the bucket is rebased to it. With none, the bucket is left as it is.
     """
     check_scope(scope)
-    spec = None if fallback is None else budget_bucket(
-        scope, fallback, timezone, now or datetime.now(UTC))
+    spec = (
+        None
+        if fallback is None
+        else budget_bucket(scope, fallback, timezone, now or datetime.now(UTC))
+    )
 
     changed, shift = _rebase(client, tenant, scope, "", spec)
 
     if changed:
-        log.info("budget override removed", extra={"tenant": tenant, "scope": scope,
-                                                   "level_shift_micro_usd": shift})
+        log.info(
+            "budget override removed",
+            extra={"tenant": tenant, "scope": scope, "level_shift_micro_usd": shift},
+        )
     return bool(changed)
 
 
@@ -229,7 +246,10 @@ def read_overrides(client: SyncClient, tenant: str) -> dict[str, Budget]:
 
 
 def budget_view(
-    client: SyncClient, tenant: str, scope: str, policy: Policy,
+    client: SyncClient,
+    tenant: str,
+    scope: str,
+    policy: Policy,
     now: datetime | None = None,
 ) -> BudgetView:
     """The budgets of ``scope`` (policy, override) and its bucket now."""
@@ -240,22 +260,26 @@ def budget_view(
         raw_bucket = client.hgetall(Keys(tenant).bucket(scope))
     overrides = _parsed_overrides(tenant, {scope: raw_override} if raw_override else {})
 
-    return _view(scope, policy, overrides.get(scope), _bucket_state(raw_bucket),
-                 now)
+    return _view(scope, policy, overrides.get(scope), _bucket_state(raw_bucket), now)
 
 
 def list_budget_views(
-    client: SyncClient, tenant: str, policy: Policy, now: datetime | None = None,
+    client: SyncClient,
+    tenant: str,
+    policy: Policy,
+    now: datetime | None = None,
 ) -> list[BudgetView]:
     """Every scope with a budget bucket or an override, sorted by name."""
     now = now or datetime.now(UTC)
     keys = Keys(tenant)
     prefix = keys.bucket("")
     with store_errors("listing budgets"):
-        names = [_text(k) for k in client.scan_iter(match=_glob_escape(prefix) + "*",
-                                                     count=1000)]
+        names = [
+            _text(k)
+            for k in client.scan_iter(match=_glob_escape(prefix) + "*", count=1000)
+        ]
         overrides = read_overrides(client, tenant)
-        scopes = sorted({n[len(prefix):] for n in names} | set(overrides))
+        scopes = sorted({n[len(prefix) :] for n in names} | set(overrides))
         scopes = [s for s in scopes if not s.endswith(RATE_SUFFIXES)]
         reads = client.pipeline(transaction=False)
         for scope in scopes:
@@ -299,8 +323,10 @@ class OverrideBook:
         try:
             overrides = await load_overrides(client, tenant)
         except StoreUnavailable as exc:
-            log.warning("budget overrides not refreshed; keeping the last ones",
-                        extra={"tenant": tenant, "reason": str(exc)})
+            log.warning(
+                "budget overrides not refreshed; keeping the last ones",
+                extra={"tenant": tenant, "reason": str(exc)},
+            )
             return False
         self.current = overrides
         return True
@@ -330,8 +356,11 @@ def scopes_of(caller: Caller) -> list[str]:
 
 
 def apply_overrides(
-    buckets: list[BucketSpec], caller: Caller, overrides: Mapping[str, Budget],
-    timezone: str, now: datetime,
+    buckets: list[BucketSpec],
+    caller: Caller,
+    overrides: Mapping[str, Budget],
+    timezone: str,
+    now: datetime,
 ) -> list[BucketSpec]:
     """``buckets`` (from ``scopes.buckets_for``) with ``overrides`` applied.
 
@@ -368,7 +397,7 @@ def _parse_scope(scope: str) -> tuple[str, str, str | None]:
     if scope == "org":
         return "org", "", None
     if scope.startswith("user:") and "/tool:" in scope:
-        name, _, tool = scope[len("user:"):].rpartition("/tool:")
+        name, _, tool = scope[len("user:") :].rpartition("/tool:")
         _check_name(scope, name)
         _check_tool(scope, tool)
         return "user/tool", name, tool
@@ -404,19 +433,29 @@ def _base_scope(scope: str) -> str:
 
 
 def _rebase(
-    client: SyncClient, tenant: str, scope: str, override_json: str,
+    client: SyncClient,
+    tenant: str,
+    scope: str,
+    override_json: str,
     spec: BucketSpec | None,
 ) -> tuple[int, int]:
     keys = [overrides_hash(tenant), Keys(tenant).bucket(scope)]
-    args = [scope, override_json, "" if spec is None else spec.capacity,
-            "" if spec is None else spec.period_id]
+    args = [
+        scope,
+        override_json,
+        "" if spec is None else spec.capacity,
+        "" if spec is None else spec.period_id,
+    ]
     with store_errors("storing a budget override"):
         changed, shift = client.register_script(REBASE)(keys=keys, args=args)
     return int(changed), int(shift)
 
 
 def _view(
-    scope: str, policy: Policy, override: Budget | None, bucket: BucketState | None,
+    scope: str,
+    policy: Policy,
+    override: Budget | None,
+    bucket: BucketState | None,
     now: datetime,
 ) -> BudgetView:
     view = BudgetView(scope, policy_budget(policy, scope), override, bucket, None)
@@ -452,8 +491,10 @@ def _parsed_overrides(
             check_scope(scope)
             overrides[scope] = Budget.model_validate(json.loads(value))
         except (ValueError, ValidationError) as exc:
-            log.warning("unreadable budget override ignored",
-                        extra={"tenant": tenant, "scope": scope, "reason": str(exc)})
+            log.warning(
+                "unreadable budget override ignored",
+                extra={"tenant": tenant, "scope": scope, "reason": str(exc)},
+            )
     return overrides
 
 

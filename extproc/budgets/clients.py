@@ -47,7 +47,9 @@ def async_client(
             url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s
         )
     return aioredis.from_url(
-        url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s,
+        url,
+        socket_timeout=timeout_s,
+        socket_connect_timeout=timeout_s,
         health_check_interval=30,
     )
 

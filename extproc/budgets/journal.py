@@ -47,8 +47,12 @@ class Journal:
         return self._size() < self.max_bytes
 
     async def append(
-        self, settlement: Settlement, buckets: list[BucketSpec], attribution: Attribution,
-        *, reserved: bool,
+        self,
+        settlement: Settlement,
+        buckets: list[BucketSpec],
+        attribution: Attribution,
+        *,
+        reserved: bool,
     ) -> None:
         """Write one settlement durably. Raises ``JournalFull`` past the bound."""
         record = {
@@ -60,7 +64,9 @@ class Journal:
         line = (json.dumps(record, sort_keys=True) + "\n").encode()
         async with self._lock:
             if self._size() + len(line) > self.max_bytes:
-                raise JournalFull(f"journal {self.path} is full ({self.max_bytes} bytes)")
+                raise JournalFull(
+                    f"journal {self.path} is full ({self.max_bytes} bytes)"
+                )
             await asyncio.to_thread(self._append_synced, line)
             self._depth += 1
 
@@ -119,15 +125,23 @@ async def _settle_all(store: BudgetStore, lines: list[str]) -> list[str]:
         try:
             record = json.loads(line)
             settlement = Settlement(**record["settlement"])
-            buckets = [BucketSpec(**{**b, "soft_limits": tuple(b["soft_limits"])})
-                       for b in record["buckets"]]
+            buckets = [
+                BucketSpec(**{**b, "soft_limits": tuple(b["soft_limits"])})
+                for b in record["buckets"]
+            ]
             attribution = Attribution.from_dict(record["attribution"])
         except (ValueError, KeyError, TypeError):
-            log.error("journal record unreadable; dropped", extra={"record": line[:500]})
+            log.error(
+                "journal record unreadable; dropped", extra={"record": line[:500]}
+            )
             continue
         try:
-            await store.settle(settlement, buckets, attribution,
-                               reserved=bool(record.get("reserved", True)))
+            await store.settle(
+                settlement,
+                buckets,
+                attribution,
+                reserved=bool(record.get("reserved", True)),
+            )
         except StoreUnavailable:
             return remaining + lines[index:]
     return remaining
@@ -140,5 +154,7 @@ async def replay_forever(journal: Journal, store_of: Any, interval_ms: int) -> N
         if journal.depth:
             replayed = await journal.replay(store_of)
             if replayed:
-                log.warning("journal replayed into redis",
-                            extra={"replayed": replayed, "waiting": journal.depth})
+                log.warning(
+                    "journal replayed into redis",
+                    extra={"replayed": replayed, "waiting": journal.depth},
+                )

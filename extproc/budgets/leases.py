@@ -15,7 +15,9 @@ log = logging.getLogger(__name__)
 LEASE_EXPIRED = "lease_expired"
 
 
-async def settle_expired_leases(store: BudgetStore, *, now_ms: int | None = None) -> int:
+async def settle_expired_leases(
+    store: BudgetStore, *, now_ms: int | None = None
+) -> int:
     """Charge every reservation whose lease has run out at its estimate.
 
     Exactly once: a call that settles at the same moment and this sweep both
@@ -43,11 +45,15 @@ async def sweep_forever(store_of: callable, interval_ms: int) -> None:
             log.warning("lease sweep skipped", extra={"reason": str(exc)})
             continue
         if charged:
-            log.warning("charged expired reservations at their estimate",
-                        extra={"count": charged})
+            log.warning(
+                "charged expired reservations at their estimate",
+                extra={"count": charged},
+            )
 
 
-async def _charge_estimate(store: BudgetStore, request_id: str, held: dict[str, str]) -> bool:
+async def _charge_estimate(
+    store: BudgetStore, request_id: str, held: dict[str, str]
+) -> bool:
     record = _record(held.get("record", ""))
     estimate = int(held.get("estimate", "0"))
     settlement = Settlement(
@@ -65,7 +71,8 @@ async def _charge_estimate(store: BudgetStore, request_id: str, held: dict[str, 
     # settlement needs of a bucket here.
     buckets = [
         BucketSpec(scope=key.split(":bucket:", 1)[1], capacity=0)
-        for key in keys if ":bucket:" in key
+        for key in keys
+        if ":bucket:" in key
     ]
 
     return await store.settle(settlement, buckets, attribution)

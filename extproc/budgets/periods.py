@@ -42,4 +42,6 @@ def _bounds(kind: str, today: date) -> tuple[date, date]:
 
 def _add_months(first_of_month: date, months: int) -> date:
     index = first_of_month.month - 1 + months
-    return first_of_month.replace(year=first_of_month.year + index // 12, month=index % 12 + 1)
+    return first_of_month.replace(
+        year=first_of_month.year + index // 12, month=index % 12 + 1
+    )

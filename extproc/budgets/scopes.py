@@ -56,36 +56,46 @@ def _scopes(policy: Policy, caller: Caller) -> list[tuple[str, Limits]]:
         scopes.append((f"user:{caller.identity}/tool:{caller.tool}", tool.per_user))
         scopes.append((f"tool:{caller.tool}", tool.overall))
     if caller.project:
-        scopes.append((f"project:{caller.project}", policy.projects.get(caller.project)))
+        scopes.append(
+            (f"project:{caller.project}", policy.projects.get(caller.project))
+        )
     if caller.team:
         scopes.append((f"team:{caller.team}", policy.teams.get(caller.team)))
     scopes.append(("org", policy.organisation))
     return [(scope, limits) for scope, limits in scopes if limits is not None]
 
 
-def _limit_buckets(scope: str, limits: Limits, zone: str, now: datetime) -> list[BucketSpec]:
+def _limit_buckets(
+    scope: str, limits: Limits, zone: str, now: datetime
+) -> list[BucketSpec]:
     buckets = []
     if limits.budget is not None:
         buckets.append(budget_bucket(scope, limits.budget, zone, now))
     rates = limits.rate_limits
     if rates is not None and rates.requests_per_minute:
-        buckets.append(_per_minute(f"{scope}#rpm", rates.requests_per_minute, UNIT_REQUESTS))
+        buckets.append(
+            _per_minute(f"{scope}#rpm", rates.requests_per_minute, UNIT_REQUESTS)
+        )
     if rates is not None and rates.tokens_per_minute:
-        buckets.append(_per_minute(f"{scope}#tpm", rates.tokens_per_minute, UNIT_TOKENS))
+        buckets.append(
+            _per_minute(f"{scope}#tpm", rates.tokens_per_minute, UNIT_TOKENS)
+        )
     return buckets
 
 
 def budget_bucket(scope: str, budget: Budget, zone: str, now: datetime) -> BucketSpec:
     """The bucket of one scope's budget at ``now``."""
     shared = {
-        "scope": scope, "capacity": budget.capacity_micro_usd,
+        "scope": scope,
+        "capacity": budget.capacity_micro_usd,
         "soft_limits": tuple(sorted(budget.soft_limits_percent)),
         "downgrade_models": tuple(sorted(budget.downgrade_models.items())),
         "downgrade_at_percent": budget.downgrade_at_percent,
     }
     if budget.period is None:
         return BucketSpec(
-            **shared, refill=budget.refill_micro_usd,
+            **shared,
+            refill=budget.refill_micro_usd,
             refill_period_ms=budget.refill_period_ms,
         )
     period_id, ends_at_ms = current_period(budget.period, now, zone)
@@ -94,6 +104,9 @@ def budget_bucket(scope: str, budget: Budget, zone: str, now: datetime) -> Bucke
 
 def _per_minute(scope: str, per_minute: int, unit: str) -> BucketSpec:
     return BucketSpec(
-        scope=scope, capacity=per_minute, refill=per_minute,
-        refill_period_ms=MINUTE_MS, unit=unit,
+        scope=scope,
+        capacity=per_minute,
+        refill=per_minute,
+        refill_period_ms=MINUTE_MS,
+        unit=unit,
     )

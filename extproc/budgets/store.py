@@ -69,7 +69,9 @@ class BucketSpec:
         """Whether spend at ``level`` has reached the downgrade threshold."""
         if self.downgrade_at_percent is None or self.capacity <= 0:
             return False
-        return (self.capacity - level) * 100 >= self.downgrade_at_percent * self.capacity
+        return (
+            self.capacity - level
+        ) * 100 >= self.downgrade_at_percent * self.capacity
 
     def hold(self, estimate_micro_usd: int, estimate_tokens: int) -> int:
         """What one call holds on this bucket before it runs."""
@@ -125,8 +127,11 @@ class Attribution:
         fields = {name: str(values.get(name) or "") for name in cls.SPEND_DIMENSIONS}
         fields["model"] = fields["model"] or "unknown"
         labels = values.get("labels")
-        pairs = tuple(sorted((str(k), str(v)) for k, v in labels.items())) if isinstance(
-            labels, dict) else ()
+        pairs = (
+            tuple(sorted((str(k), str(v)) for k, v in labels.items()))
+            if isinstance(labels, dict)
+            else ()
+        )
         return cls(**fields, labels=pairs)
 
 
@@ -178,7 +183,11 @@ class BudgetStore:
     """Reservations and settlements of one tenant against one Redis."""
 
     def __init__(
-        self, client: AsyncClient, tenant: str, *, lease_ms: int,
+        self,
+        client: AsyncClient,
+        tenant: str,
+        *,
+        lease_ms: int,
         spend_retention_s: int = SPEND_RETENTION_S,
     ) -> None:
         self._redis = client
@@ -189,8 +198,14 @@ class BudgetStore:
         self._settle = client.register_script(SETTLE)
 
     async def reserve(
-        self, request_id: str, buckets: list[BucketSpec], *, estimate_micro_usd: int,
-        estimate_tokens: int, record: dict[str, Any], now_ms: int,
+        self,
+        request_id: str,
+        buckets: list[BucketSpec],
+        *,
+        estimate_micro_usd: int,
+        estimate_tokens: int,
+        record: dict[str, Any],
+        now_ms: int,
     ) -> list[int]:
         """Hold the estimate on every bucket, or on none.
 
@@ -201,12 +216,18 @@ class BudgetStore:
         keys = [self.keys.reservation(request_id), self.keys.leases]
         keys += [self.keys.bucket(b.scope) for b in buckets]
         args: list[Any] = [
-            now_ms, estimate_micro_usd, now_ms + self._lease_ms, request_id,
+            now_ms,
+            estimate_micro_usd,
+            now_ms + self._lease_ms,
+            request_id,
             json.dumps({**record, "buckets": [b.scope for b in buckets]}),
         ]
         for bucket in buckets:
             args += [
-                bucket.capacity, bucket.refill, bucket.refill_period_ms, bucket.period_id,
+                bucket.capacity,
+                bucket.refill,
+                bucket.refill_period_ms,
+                bucket.period_id,
                 bucket.hold(estimate_micro_usd, estimate_tokens),
             ]
 
@@ -221,8 +242,13 @@ class BudgetStore:
         return [int(level) for level in reply[1:]]
 
     async def settle(
-        self, settlement: Settlement, buckets: list[BucketSpec], attribution: Attribution,
-        *, now: datetime | None = None, reserved: bool = True,
+        self,
+        settlement: Settlement,
+        buckets: list[BucketSpec],
+        attribution: Attribution,
+        *,
+        now: datetime | None = None,
+        reserved: bool = True,
     ) -> bool:
         """Book ``settlement``; True if it was booked now, False if the
         request was settled before or holds no reservation.
@@ -236,16 +262,28 @@ class BudgetStore:
         day = now.strftime("%Y-%m-%d")
         rid = settlement.request_id
         keys = [
-            self.keys.reservation(rid), self.keys.leases, self.keys.settled(rid),
-            self.keys.ledger, self.keys.spend(day), self.keys.events,
+            self.keys.reservation(rid),
+            self.keys.leases,
+            self.keys.settled(rid),
+            self.keys.ledger,
+            self.keys.spend(day),
+            self.keys.events,
         ] + [self.keys.bucket(b.scope) for b in buckets]
         detail = {**settlement.detail, **attribution.as_dict()}
         args = [
-            rid, settlement.cost_micro_usd, SETTLED_MARKER_TTL_S, self._spend_retention_s,
-            attribution.spend_prefix(), settlement.input_tokens,
-            settlement.output_tokens, "1" if settlement.estimated else "0",
-            LEDGER_MAX_ENTRIES, json.dumps(detail, sort_keys=True), settlement.outcome,
-            int(now.timestamp() * 1000), "held" if reserved else "direct",
+            rid,
+            settlement.cost_micro_usd,
+            SETTLED_MARKER_TTL_S,
+            self._spend_retention_s,
+            attribution.spend_prefix(),
+            settlement.input_tokens,
+            settlement.output_tokens,
+            "1" if settlement.estimated else "0",
+            LEDGER_MAX_ENTRIES,
+            json.dumps(detail, sort_keys=True),
+            settlement.outcome,
+            int(now.timestamp() * 1000),
+            "held" if reserved else "direct",
         ]
         for bucket in buckets:
             used = bucket.used(settlement)
@@ -257,7 +295,9 @@ class BudgetStore:
         reply = await self._call(self._settle, keys, args)
 
         if reply[0] != 1:
-            log.info("settlement skipped", extra={"request_id": rid, "reason": reply[1]})
+            log.info(
+                "settlement skipped", extra={"request_id": rid, "reason": reply[1]}
+            )
         return reply[0] == 1
 
     async def extend_leases(self, request_ids: list[str], now_ms: int) -> None:
@@ -272,7 +312,10 @@ class BudgetStore:
         deadline = now_ms + self._lease_ms
         with store_errors("extending leases"):
             await self._redis.zadd(
-                self.keys.leases, {rid: deadline for rid in request_ids}, xx=True, gt=True
+                self.keys.leases,
+                {rid: deadline for rid in request_ids},
+                xx=True,
+                gt=True,
             )
 
     async def expired_leases(self, now_ms: int, limit: int = 100) -> list[str]:
@@ -303,7 +346,8 @@ def _refusal(bucket: BucketSpec, level: int, held: int, now_ms: int) -> BudgetEx
             f"this request needs {_amount(bucket, held)}, more than the whole "
             f"{_amount(bucket, bucket.capacity)} of {bucket.scope}; lower max_tokens "
             "or the input",
-            scope=bucket.scope, retry_after_s=None,
+            scope=bucket.scope,
+            retry_after_s=None,
         )
     retry_after_s = _seconds_until(bucket, held - level, now_ms)
     if bucket.unit == UNIT_MICRO_USD:
@@ -318,7 +362,8 @@ def _refusal(bucket: BucketSpec, level: int, held: int, now_ms: int) -> BudgetEx
         )
     return kind(
         f"{message}; retry in {retry_after_s} s",
-        scope=bucket.scope, retry_after_s=retry_after_s,
+        scope=bucket.scope,
+        retry_after_s=retry_after_s,
     )
 
 

@@ -29,9 +29,15 @@ class ExtprocProcess:
     """
 
     def __init__(
-        self, workdir: Path, *, settings: dict[str, str], env: dict[str, str] | None = None,
-        port: int | None = None, listen: str | None = None,
-        ready_timeout_s: float = 20.0, stop_timeout_s: float = 15.0,
+        self,
+        workdir: Path,
+        *,
+        settings: dict[str, str],
+        env: dict[str, str] | None = None,
+        port: int | None = None,
+        listen: str | None = None,
+        ready_timeout_s: float = 20.0,
+        stop_timeout_s: float = 15.0,
     ) -> None:
         self.workdir = Path(workdir)
         self.port = port or free_port()
@@ -49,7 +55,9 @@ class ExtprocProcess:
         return self
 
     def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None,
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
         self.stop()
@@ -58,7 +66,9 @@ class ExtprocProcess:
         """Start the server and wait until its health check says SERVING."""
         self.workdir.mkdir(parents=True, exist_ok=True)
         argv = [sys.executable, "-m", "extproc", "serve"]
-        self._process = _process.spawn(argv, self.log_path, cwd=self.workdir, env=self._env)
+        self._process = _process.spawn(
+            argv, self.log_path, cwd=self.workdir, env=self._env
+        )
         self._wait_serving()
 
     def stop(self) -> int | None:

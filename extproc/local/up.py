@@ -41,26 +41,37 @@ def run_up(*, demo: bool, listen_port: int) -> int:
     signal.signal(signal.SIGTERM, _interrupt)
 
     with contextlib.ExitStack() as stack:
-        redis_url = settings.redis_url or stack.enter_context(
-            RedisProcess(workdir=workdir / "redis")
-        ).url
+        redis_url = (
+            settings.redis_url
+            or stack.enter_context(RedisProcess(workdir=workdir / "redis")).url
+        )
         upstreams = None
         env: dict[str, str] = {}
         if demo:
             standin = stack.enter_context(StandIn(demo_responder))
-            upstreams = {name: ("127.0.0.1", standin.port, False) for name in DEMO_CLUSTERS}
+            upstreams = {
+                name: ("127.0.0.1", standin.port, False) for name in DEMO_CLUSTERS
+            }
             env = {
                 "TOLLGATE_DEMO_OPENAI_KEY": "demo-openai-" + secrets.token_hex(8),
                 "TOLLGATE_DEMO_ANTHROPIC_KEY": "demo-anthropic-" + secrets.token_hex(8),
             }
-        extproc = stack.enter_context(ExtprocProcess(
-            workdir / "extproc", env=env,
-            settings={"policy_file": str(policy_file), "redis_url": redis_url,
-                      "log_format": "text"},
-        ))
+        extproc = stack.enter_context(
+            ExtprocProcess(
+                workdir / "extproc",
+                env=env,
+                settings={
+                    "policy_file": str(policy_file),
+                    "redis_url": redis_url,
+                    "log_format": "text",
+                },
+            )
+        )
         config = render_local_config(
-            listen_port=listen_port, admin_port=free_port(),
-            extproc_address=extproc.address, upstreams=upstreams,
+            listen_port=listen_port,
+            admin_port=free_port(),
+            extproc_address=extproc.address,
+            upstreams=upstreams,
         )
         envoy = stack.enter_context(EnvoyProcess(config, workdir / "envoy"))
 
@@ -99,10 +110,16 @@ def _policy_file(settings: Settings) -> Path:
 
 
 def _banner(
-    envoy: EnvoyProcess, extproc: ExtprocProcess, redis_url: str, policy: Path,
-    workdir: Path, demo: bool,
+    envoy: EnvoyProcess,
+    extproc: ExtprocProcess,
+    redis_url: str,
+    policy: Path,
+    workdir: Path,
+    demo: bool,
 ) -> None:
-    mode = "demo: providers are played by a local stand-in" if demo else "live providers"
+    mode = (
+        "demo: providers are played by a local stand-in" if demo else "live providers"
+    )
     print(
         f"tollgate is up ({mode})\n"
         f"  send AI traffic to  http://127.0.0.1:{envoy.listen_port}/openai/v1 "

@@ -71,7 +71,11 @@ def decide_charge(facts: CallFacts) -> Charge:
 def _upstream_refused(facts: CallFacts, reading: Reading) -> bool:
     if facts.status is not None and facts.status >= 400:
         return True
-    return bool(reading.problem) and reading.problem.startswith("error") and not reading.text_chars
+    return (
+        bool(reading.problem)
+        and reading.problem.startswith("error")
+        and not reading.text_chars
+    )
 
 
 def _estimate(facts: CallFacts, reading: Reading) -> Usage:

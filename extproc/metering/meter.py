@@ -30,7 +30,11 @@ class ResponseMeter:
     """
 
     def __init__(
-        self, family: ProviderFamily, endpoint: Endpoint, *, content_type: str,
+        self,
+        family: ProviderFamily,
+        endpoint: Endpoint,
+        *,
+        content_type: str,
         content_encoding: str = "identity",
     ) -> None:
         self.bytes_seen = 0
@@ -58,7 +62,9 @@ class ResponseMeter:
         """What the body said; call once, at the end of the body or when cut."""
         reader, self._reader = self._reader, None
         if reader is None:
-            return Reading(usage=None, problem=self._problem or "no reader", complete=False)
+            return Reading(
+                usage=None, problem=self._problem or "no reader", complete=False
+            )
         try:
             if self._decoder is not None:
                 reader.feed(self._decoder.flush())
@@ -78,7 +84,10 @@ class ResponseMeter:
 def _with_problem(reading: Reading, problem: str) -> Reading:
     joined = f"{reading.problem}; {problem}" if reading.problem else problem
     return Reading(
-        usage=reading.usage, model=reading.model, problem=joined,
-        finish_reasons=reading.finish_reasons, complete=False,
+        usage=reading.usage,
+        model=reading.model,
+        problem=joined,
+        finish_reasons=reading.finish_reasons,
+        complete=False,
         text_chars=reading.text_chars,
     )

@@ -36,7 +36,9 @@ def parse_policy(text: str, *, source: str = "<policy>") -> Policy:
     try:
         return Policy.model_validate(data)
     except ValidationError as exc:
-        raise PolicyError(source, [_describe(err, lines) for err in exc.errors()]) from exc
+        raise PolicyError(
+            source, [_describe(err, lines) for err in exc.errors()]
+        ) from exc
 
 
 def _compose(text: str, source: str) -> tuple[Any, Lines]:
@@ -59,7 +61,9 @@ def _compose(text: str, source: str) -> tuple[Any, Lines]:
     return data, lines
 
 
-def _build(node: yaml.Node, path: tuple[Any, ...], lines: Lines, problems: list[str]) -> Any:
+def _build(
+    node: yaml.Node, path: tuple[Any, ...], lines: Lines, problems: list[str]
+) -> Any:
     """Turn a YAML node into plain data, noting the line of every path.
 
     Floats stay strings so that money parses into Decimal exactly.

@@ -154,8 +154,11 @@ class Budget(_Strict):
 
     @property
     def capacity_micro_usd(self) -> int:
-        return usd_to_micro(self.capacity_usd if self.capacity_usd is not None
-                            else self.amount_usd or Decimal(0))
+        return usd_to_micro(
+            self.capacity_usd
+            if self.capacity_usd is not None
+            else self.amount_usd or Decimal(0)
+        )
 
     @property
     def refill_micro_usd(self) -> int:
@@ -290,7 +293,8 @@ class Policy(_Strict):
             prefix = provider.route_prefix
             if prefix is not None and prefix in seen:
                 raise ValueError(
-                    f"providers {seen[prefix]!r} and {name!r} share route_prefix {prefix!r}"
+                    f"providers {seen[prefix]!r} and {name!r} share route_prefix "
+                    f"{prefix!r}"
                 )
             if prefix is not None:
                 seen[prefix] = name
@@ -300,9 +304,12 @@ class Policy(_Strict):
     def _directory_names_known(self) -> Policy:
         for identity, member in self.directory.items():
             if member.team is not None and member.team not in self.teams:
-                raise ValueError(f"directory.{identity}.team names unknown team {member.team!r}")
+                raise ValueError(
+                    f"directory.{identity}.team names unknown team {member.team!r}"
+                )
             if member.project is not None and member.project not in self.projects:
                 raise ValueError(
-                    f"directory.{identity}.project names unknown project {member.project!r}"
+                    f"directory.{identity}.project names unknown project "
+                    f"{member.project!r}"
                 )
         return self

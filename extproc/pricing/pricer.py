@@ -98,19 +98,30 @@ class Pricer:
         self._lock = threading.Lock()
 
     def price(
-        self, family: str, provider: str, model: str | None, usage: Usage,
-        *, pricing_provider: str | None = None,
+        self,
+        family: str,
+        provider: str,
+        model: str | None,
+        usage: Usage,
+        *,
+        pricing_provider: str | None = None,
     ) -> Price:
         """The cost of ``usage`` of ``model`` at ``provider`` (a policy name)."""
         resolved = self._resolve(family, provider, model, pricing_provider)
         exact = self._exact_cost_micro(resolved, usage)
 
         cost = int(exact.to_integral_value(rounding=ROUND_CEILING))
-        return Price(cost_micro_usd=cost, source=resolved.source, model_ref=resolved.model_ref)
+        return Price(
+            cost_micro_usd=cost, source=resolved.source, model_ref=resolved.model_ref
+        )
 
     def knows(
-        self, family: str, provider: str, model: str | None,
-        *, pricing_provider: str | None = None,
+        self,
+        family: str,
+        provider: str,
+        model: str | None,
+        *,
+        pricing_provider: str | None = None,
     ) -> bool:
         """True when ``model`` has a price other than the fallback rate."""
         if model is None:
@@ -135,7 +146,11 @@ class Pricer:
         return calculation.total_price * MICRO_PER_USD
 
     def _resolve(
-        self, family: str, provider: str, model: str | None, pricing_provider: str | None
+        self,
+        family: str,
+        provider: str,
+        model: str | None,
+        pricing_provider: str | None,
     ) -> _Resolved:
         key = (provider, (model or "").lower(), pricing_provider)
         resolved = self._resolved.get(key)
@@ -146,13 +161,21 @@ class Pricer:
         return resolved
 
     def _resolve_uncached(
-        self, family: str, provider: str, model: str | None, pricing_provider: str | None
+        self,
+        family: str,
+        provider: str,
+        model: str | None,
+        pricing_provider: str | None,
     ) -> _Resolved:
         override = self._override(provider, model)
         if override is not None:
-            return _Resolved(SOURCE_OVERRIDE, override.model, rates=_override_rates(override))
+            return _Resolved(
+                SOURCE_OVERRIDE, override.model, rates=_override_rates(override)
+            )
 
-        library = _library_lookup(pricing_provider or _LIBRARY_PROVIDER.get(family), model)
+        library = _library_lookup(
+            pricing_provider or _LIBRARY_PROVIDER.get(family), model
+        )
         if library is not None:
             return _Resolved(SOURCE_LIBRARY, library[1].id, library=library)
 
@@ -168,14 +191,20 @@ class Pricer:
         if model is None:
             return None
         name = model.lower()
-        return self._overrides.get((provider, name)) or self._overrides.get((None, name))
+        return self._overrides.get((provider, name)) or self._overrides.get(
+            (None, name)
+        )
 
 
-def _library_lookup(provider_id: str | None, model: str | None) -> tuple[Any, Any] | None:
+def _library_lookup(
+    provider_id: str | None, model: str | None
+) -> tuple[Any, Any] | None:
     if model is None:
         return None
     try:
-        return data_snapshot.get_snapshot().find_provider_model(model, None, provider_id, None)
+        return data_snapshot.get_snapshot().find_provider_model(
+            model, None, provider_id, None
+        )
     except LookupError:
         return None
 

@@ -24,7 +24,8 @@ def load_object(body: bytes, operation: str) -> dict[str, Any]:
         obj = json.loads(body, parse_constant=_refuse_constant)
     except RecursionError as exc:
         raise BadRequest(
-            f"The request body nests too deeply to read; {operation} needs a JSON object."
+            f"The request body nests too deeply to read; {operation} needs a "
+            "JSON object."
         ) from exc
     except (ValueError, UnicodeDecodeError) as exc:
         raise BadRequest(

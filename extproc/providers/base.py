@@ -113,8 +113,14 @@ class ProviderFamily(abc.ABC):
         return replace_model(body, model)
 
     def signed_headers(
-        self, secret: str, *, method: str, url: str, headers: dict[str, str],
-        body: bytes, region: str | None,
+        self,
+        secret: str,
+        *,
+        method: str,
+        url: str,
+        headers: dict[str, str],
+        body: bytes,
+        region: str | None,
     ) -> dict[str, str]:
         """Headers that carry a credential computed over the final request
         (only families with ``signs_body``): ``url`` is the upstream URL as

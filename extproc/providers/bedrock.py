@@ -347,8 +347,14 @@ class BedrockFamily(ProviderFamily):
         return {n: request.headers[n] for n in wanted if n in request.headers}
 
     def signed_headers(
-        self, secret: str, *, method: str, url: str, headers: dict[str, str],
-        body: bytes, region: str | None,
+        self,
+        secret: str,
+        *,
+        method: str,
+        url: str,
+        headers: dict[str, str],
+        body: bytes,
+        region: str | None,
     ) -> dict[str, str]:
         """SigV4 over ``url`` and ``body``; ``secret`` reads
         ``ACCESS_KEY_ID:SECRET_ACCESS_KEY[:SESSION_TOKEN]``."""
@@ -356,8 +362,12 @@ class BedrockFamily(ProviderFamily):
         if region is None:
             raise CredentialError(f"no AWS region for {url}; set the provider's region")
         return self.sign(
-            method=method, url=url, headers=headers, body=body,
-            credentials=credentials_from_secret(secret), region=region,
+            method=method,
+            url=url,
+            headers=headers,
+            body=body,
+            credentials=credentials_from_secret(secret),
+            region=region,
         )
 
     def open_reader(

@@ -26,6 +26,7 @@ FAMILIES: dict[str, ProviderFamily] = {
     "bedrock": BedrockFamily(),
 }
 
+
 def family(name: str) -> ProviderFamily:
     """The family called ``name``; ``ConfigError`` when there is none."""
     try:

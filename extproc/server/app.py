@@ -47,7 +47,8 @@ _GRPC_OPTIONS = [
 async def serve(settings: Settings, *, ready: Callable[[], None] | None = None) -> None:
     """Serve until SIGINT or SIGTERM, then stop gracefully and settle."""
     client = await open_async_client(
-        settings.effective_redis_url, cluster=settings.redis_cluster,
+        settings.effective_redis_url,
+        cluster=settings.redis_cluster,
         timeout_ms=settings.redis_timeout_ms,
     )
     credentials = CredentialReader()
@@ -55,29 +56,41 @@ async def serve(settings: Settings, *, ready: Callable[[], None] | None = None) 
 
     def compile_policy(policy: Policy) -> Runtime:
         store = BudgetStore(
-            client, policy.tenant, lease_ms=settings.lease_ms,
+            client,
+            policy.tenant,
+            lease_ms=settings.lease_ms,
             spend_retention_s=settings.spend_retention_days * 86_400,
         )
-        keys = KeyRing(client, policy.tenant, cache_ttl_s=settings.key_cache_ttl_ms / 1000)
+        keys = KeyRing(
+            client, policy.tenant, cache_ttl_s=settings.key_cache_ttl_ms / 1000
+        )
         return Runtime(policy, credentials, store, keys=keys, overrides=overrides)
 
     watcher = PolicyWatcher(settings.policy_file, compile_policy)
     journal = Journal(settings.journal_path, max_bytes=settings.journal_max_bytes)
     telemetry = Telemetry.from_environment(
-        prometheus_port=settings.prometheus_port, max_label_values=settings.metric_label_cap
+        prometheus_port=settings.prometheus_port,
+        max_label_values=settings.metric_label_cap,
     )
     telemetry.set_journal_depth_source(lambda: journal.depth)
     processor = ExternalProcessor(lambda: watcher.current, journal, telemetry)
     server, health = await _start_server(settings, processor)
     tasks = [
         asyncio.create_task(watcher.watch(settings.policy_poll_ms)),
-        asyncio.create_task(sweep_forever(lambda: watcher.current.store, settings.lease_sweep_ms)),
+        asyncio.create_task(
+            sweep_forever(lambda: watcher.current.store, settings.lease_sweep_ms)
+        ),
         asyncio.create_task(processor.keep_leases(max(settings.lease_ms // 3, 100))),
         asyncio.create_task(
-            replay_forever(journal, lambda: watcher.current.store, settings.journal_replay_ms)
+            replay_forever(
+                journal, lambda: watcher.current.store, settings.journal_replay_ms
+            )
         ),
-        asyncio.create_task(overrides.refresh_forever(
-            client, lambda: watcher.current.tenant, settings.policy_poll_ms)),
+        asyncio.create_task(
+            overrides.refresh_forever(
+                client, lambda: watcher.current.tenant, settings.policy_poll_ms
+            )
+        ),
     ]
     admin = await _start_admin(settings, lambda: watcher.current.policy)
     log.info("tollgate ext_proc serving", extra={"listen": settings.grpc_listen})
@@ -116,8 +129,10 @@ async def _start_admin(
     if settings.admin_token_file is None:
         raise ConfigError("TOLLGATE_ADMIN_LISTEN needs TOLLGATE_ADMIN_TOKEN_FILE")
     server = await start_admin_server(
-        listen=settings.admin_listen, token=read_token_file(settings.admin_token_file),
-        redis_url=settings.effective_redis_url, policy_of=policy_of,
+        listen=settings.admin_listen,
+        token=read_token_file(settings.admin_token_file),
+        redis_url=settings.effective_redis_url,
+        policy_of=policy_of,
         redis_cluster=settings.redis_cluster,
     )
     log.info("tollgate admin API serving", extra={"listen": settings.admin_listen})
@@ -133,8 +148,11 @@ async def _wait_for_signal() -> None:
 
 
 async def _stop(
-    server: grpc.aio.Server, health: HealthServicer, processor: ExternalProcessor,
-    tasks: list[asyncio.Task[None]], grace_s: float,
+    server: grpc.aio.Server,
+    health: HealthServicer,
+    processor: ExternalProcessor,
+    tasks: list[asyncio.Task[None]],
+    grace_s: float,
 ) -> None:
     log.info("tollgate stopping", extra={"grace_period_s": grace_s})
     await health.enter_graceful_shutdown()

@@ -54,8 +54,12 @@ class Call:
     """The state of one call, fed by the ext_proc messages of its stream."""
 
     def __init__(
-        self, runtime: Runtime, journal: Journal, telemetry: Telemetry,
-        *, trace_context: dict[str, str] | None = None,
+        self,
+        runtime: Runtime,
+        journal: Journal,
+        telemetry: Telemetry,
+        *,
+        trace_context: dict[str, str] | None = None,
     ) -> None:
         self.request_id = uuid.uuid4().hex
         self.runtime = runtime
@@ -98,11 +102,15 @@ class Call:
 
     # Request side: may raise Refusal.
 
-    async def on_request_headers(self, message: pb.HttpHeaders) -> pb.ProcessingResponse:
+    async def on_request_headers(
+        self, message: pb.HttpHeaders
+    ) -> pb.ProcessingResponse:
         """Route, identify, swap credentials. Bodyless calls are not metered."""
         headers = messages.header_map(message)
         # Envoy's own span (on the gRPC stream) first, else the client's.
-        context = self._trace_context if "traceparent" in self._trace_context else headers
+        context = (
+            self._trace_context if "traceparent" in self._trace_context else headers
+        )
         self.trace = self._telemetry.start_call(
             traceparent=context.get("traceparent"), tracestate=context.get("tracestate")
         )
@@ -129,7 +137,9 @@ class Call:
             return messages.request_body_reply()
         body = bytes(message.body)
         self.request_bytes = len(body)
-        self.facts = self.route.family.read_request(self.endpoint, self.upstream_path, body)
+        self.facts = self.route.family.read_request(
+            self.endpoint, self.upstream_path, body
+        )
         if self.facts.body is not None and not self.route.config.rewrite_stream_usage:
             self.facts = replace(self.facts, body=None)
         self.model = _model_name(self.facts.model)
@@ -141,7 +151,9 @@ class Call:
         set_headers = await self._signature(sent)
         if self.facts.body is not None:
             set_headers["content-length"] = str(len(sent))
-        return messages.request_body_reply(self.facts.body, set_headers=set_headers or None)
+        return messages.request_body_reply(
+            self.facts.body, set_headers=set_headers or None
+        )
 
     # Response side: never raises.
 
@@ -193,8 +205,10 @@ class Call:
             self._telemetry.record_redis_error("settle")
             await self._journal_settlement(settlement, attribution, exc)
         else:
-            log.info("call settled" if booked else "call not settled",
-                     extra=self._log_fields())
+            log.info(
+                "call settled" if booked else "call not settled",
+                extra=self._log_fields(),
+            )
         self.finish_trace(decision="allowed")
 
     def finish_trace(
@@ -205,27 +219,29 @@ class Call:
             return
         charge = self.charge
         endpoint = self.endpoint
-        self.trace.finish(CallRecord(
-            request_id=self.request_id,
-            identity=self.identity or "",
-            team=(self.caller.team or "") if self.caller else "",
-            project=(self.caller.project or "") if self.caller else "",
-            tool=(self.caller.tool or "") if self.caller else "",
-            provider=self.route.name if self.route else "",
-            provider_family=self.route.config.family if self.route else "",
-            operation=endpoint.operation if endpoint else "",
-            request_model=self.facts.model if self.facts else None,
-            response_model=self._reading.model if self._reading else None,
-            usage=charge.usage if charge else None,
-            cost_micro_usd=self.cost_micro_usd or 0,
-            outcome=charge.outcome if charge else "",
-            estimated=charge.estimated if charge else False,
-            decision=decision,
-            scope=scope,
-            status=status if status is not None else self.status,
-            finish_reasons=self._reading.finish_reasons if self._reading else (),
-            price_source=self.price_source,
-        ))
+        self.trace.finish(
+            CallRecord(
+                request_id=self.request_id,
+                identity=self.identity or "",
+                team=(self.caller.team or "") if self.caller else "",
+                project=(self.caller.project or "") if self.caller else "",
+                tool=(self.caller.tool or "") if self.caller else "",
+                provider=self.route.name if self.route else "",
+                provider_family=self.route.config.family if self.route else "",
+                operation=endpoint.operation if endpoint else "",
+                request_model=self.facts.model if self.facts else None,
+                response_model=self._reading.model if self._reading else None,
+                usage=charge.usage if charge else None,
+                cost_micro_usd=self.cost_micro_usd or 0,
+                outcome=charge.outcome if charge else "",
+                estimated=charge.estimated if charge else False,
+                decision=decision,
+                scope=scope,
+                status=status if status is not None else self.status,
+                finish_reasons=self._reading.finish_reasons if self._reading else (),
+                price_source=self.price_source,
+            )
+        )
 
     async def _journal_settlement(
         self, settlement: Settlement, attribution: Attribution, exc: StoreUnavailable
@@ -237,7 +253,9 @@ class Call:
                 settlement, self.reserved, attribution, reserved=not self.unreserved
             )
         except JournalFull:
-            log.error("settlement lost: redis unreachable and journal full", extra=fields)
+            log.error(
+                "settlement lost: redis unreachable and journal full", extra=fields
+            )
             return
         log.warning("call settled into the local journal", extra=fields)
 
@@ -312,12 +330,18 @@ class Call:
             if secret is None:
                 return {}
             return self.route.family.signed_headers(
-                secret.reveal(), method=self.method, url=f"https://{host}{self.upstream_path}",
-                headers=self._request_headers, body=body, region=config.region,
+                secret.reveal(),
+                method=self.method,
+                url=f"https://{host}{self.upstream_path}",
+                headers=self._request_headers,
+                body=body,
+                region=config.region,
             )
         except CredentialError as exc:
-            log.error("request signing failed",
-                      extra={"provider": self.route.name, "reason": str(exc)})
+            log.error(
+                "request signing failed",
+                extra={"provider": self.route.name, "reason": str(exc)},
+            )
             raise ServiceUnavailable(
                 f"the gateway cannot sign requests for provider {self.route.name}"
             ) from exc
@@ -350,7 +374,9 @@ class Call:
         inject = self.route.family.credential_headers(secret.reveal()) if secret else {}
         if clean_path != path:
             inject = {**inject, ":path": clean_path}
-        return messages.header_mutation(inject, remove=[h for h in remove if h not in inject])
+        return messages.header_mutation(
+            inject, remove=[h for h in remove if h not in inject]
+        )
 
     async def _reserve_or_downgrade(self) -> None:
         """Reserve; where a budget names a cheaper model for this one, switch
@@ -360,14 +386,18 @@ class Call:
         try:
             await self._reserve()
         except BudgetExceeded as refusal:
-            refusing = next((b for b in self._buckets if b.scope == refusal.scope), None)
+            refusing = next(
+                (b for b in self._buckets if b.scope == refusal.scope), None
+            )
             if not self._switch_model(refusing, reason="refused"):
                 raise
             await self._reserve()
             return
 
         for bucket, level in zip(self._buckets, self.levels):
-            if bucket.past_downgrade_level(level) and self._switch_model(bucket, "soft_limit"):
+            if bucket.past_downgrade_level(level) and self._switch_model(
+                bucket, "soft_limit"
+            ):
                 return
 
     def _switch_model(self, bucket: BucketSpec | None, reason: str) -> bool:
@@ -379,9 +409,16 @@ class Call:
         rewritten = self.route.family.with_model(body, cheaper) if cheaper else None
         if rewritten is None:
             return False
-        log.info("model downgraded", extra={
-            "request_id": self.request_id, "scope": bucket.scope, "reason": reason,
-            "requested_model": self.facts.model, "model": cheaper})
+        log.info(
+            "model downgraded",
+            extra={
+                "request_id": self.request_id,
+                "scope": bucket.scope,
+                "reason": reason,
+                "requested_model": self.facts.model,
+                "model": cheaper,
+            },
+        )
         self.facts = replace(self.facts, model=cheaper, body=rewritten)
         self.model = cheaper
         return True
@@ -390,8 +427,9 @@ class Call:
         assert self.route is not None and self.facts is not None
         assert self.caller is not None
         pricer = self.runtime.pricer
-        self.output_cap_tokens = self.facts.max_output_tokens or pricer.max_output_tokens(
-            self.route.name, self.facts.model
+        self.output_cap_tokens = (
+            self.facts.max_output_tokens
+            or pricer.max_output_tokens(self.route.name, self.facts.model)
         )
         estimate = Usage(self.facts.input_estimate_tokens, self.output_cap_tokens)
         if self.endpoint is not None and self.endpoint.billable:
@@ -401,8 +439,11 @@ class Call:
 
         try:
             self.levels = await self._store.reserve(
-                self.request_id, buckets, estimate_micro_usd=self.estimate_micro_usd,
-                estimate_tokens=estimate.total_tokens, record=self._record(),
+                self.request_id,
+                buckets,
+                estimate_micro_usd=self.estimate_micro_usd,
+                estimate_tokens=estimate.total_tokens,
+                record=self._record(),
                 now_ms=int(now.timestamp() * 1000),
             )
         except StoreUnavailable as exc:
@@ -417,9 +458,12 @@ class Call:
     def _admit_unreserved(self, exc: StoreUnavailable) -> None:
         """Redis is unreachable: admit (journaling the settlement) if the
         policy says so and the journal has room, else refuse with 503."""
-        admit = self.runtime.policy.store_failure == "admit" and self._journal.has_room()
+        admit = (
+            self.runtime.policy.store_failure == "admit" and self._journal.has_room()
+        )
         log.warning(
-            "budget store unreachable; admitting unreserved" if admit
+            "budget store unreachable; admitting unreserved"
+            if admit
             else "budget store unreachable; refusing",
             extra={"request_id": self.request_id, "reason": str(exc)},
         )
@@ -433,7 +477,8 @@ class Call:
     def _open_reader(self, headers: dict[str, str]) -> None:
         assert self.route is not None and self.endpoint is not None
         self._meter = ResponseMeter(
-            self.route.family, self.endpoint,
+            self.route.family,
+            self.endpoint,
             content_type=headers.get("content-type", ""),
             content_encoding=headers.get("content-encoding", "identity"),
         )
@@ -477,7 +522,10 @@ class Call:
         answered = self._reading.model if self._reading else None
         config = self.route.config
         if answered and self.runtime.pricer.knows(
-            config.family, self.route.name, answered, pricing_provider=config.pricing_provider
+            config.family,
+            self.route.name,
+            answered,
+            pricing_provider=config.pricing_provider,
         ):
             return answered
         return None if self.model == "unknown" else self.model
@@ -487,7 +535,10 @@ class Call:
         if model is None:
             model = None if self.model == "unknown" else self.model
         return self.runtime.pricer.price(
-            self.route.config.family, self.route.name, model, usage,
+            self.route.config.family,
+            self.route.name,
+            model,
+            usage,
             pricing_provider=self.route.config.pricing_provider,
         )
 
@@ -526,7 +577,10 @@ class Call:
         )
 
     def _record(self) -> dict[str, Any]:
-        return {**self.attribution().as_dict(), "estimate_micro_usd": self.estimate_micro_usd}
+        return {
+            **self.attribution().as_dict(),
+            "estimate_micro_usd": self.estimate_micro_usd,
+        }
 
     def _log_fields(self) -> dict[str, Any]:
         charge = self.charge
@@ -553,7 +607,8 @@ def _model_name(model: str | None) -> str:
         return "unknown"
     if len(model) > MAX_MODEL_LENGTH or not model.isprintable():
         raise BadRequest(
-            f"the model name must be printable text of at most {MAX_MODEL_LENGTH} characters"
+            "the model name must be printable text of at most "
+            f"{MAX_MODEL_LENGTH} characters"
         )
     return model
 

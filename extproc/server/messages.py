@@ -74,7 +74,9 @@ def request_body_reply(
 
 
 def response_headers_reply(
-    set_headers: dict[str, str] | None = None, *, skip_body: bool = False,
+    set_headers: dict[str, str] | None = None,
+    *,
+    skip_body: bool = False,
     metadata: dict[str, Any] | None = None,
 ) -> pb.ProcessingResponse:
     mutation = header_mutation(set_headers) if set_headers else None
@@ -88,7 +90,9 @@ def response_headers_reply(
     return reply
 
 
-def response_body_reply(metadata: dict[str, Any] | None = None) -> pb.ProcessingResponse:
+def response_body_reply(
+    metadata: dict[str, Any] | None = None,
+) -> pb.ProcessingResponse:
     reply = pb.ProcessingResponse(response_body=pb.BodyResponse())
     if metadata:
         reply.dynamic_metadata.CopyFrom(dynamic_metadata(metadata))
@@ -105,7 +109,11 @@ def empty_reply(kind: str) -> pb.ProcessingResponse:
 
 
 def immediate_reply(
-    status: int, body: bytes, headers: dict[str, str], *, details: str,
+    status: int,
+    body: bytes,
+    headers: dict[str, str],
+    *,
+    details: str,
     metadata: dict[str, Any] | None = None,
 ) -> pb.ProcessingResponse:
     reply = pb.ProcessingResponse(

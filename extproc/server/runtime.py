@@ -32,8 +32,13 @@ class Runtime:
     """
 
     def __init__(
-        self, policy: Policy, credentials: CredentialReader, store: BudgetStore,
-        *, keys: KeyRing | None = None, overrides: OverrideBook | None = None,
+        self,
+        policy: Policy,
+        credentials: CredentialReader,
+        store: BudgetStore,
+        *,
+        keys: KeyRing | None = None,
+        overrides: OverrideBook | None = None,
     ) -> None:
         self.policy = policy
         self.store = store
@@ -46,7 +51,9 @@ class Runtime:
             for name, config in policy.providers.items()
         ]
         self._by_prefix = sorted(
-            (r for r in routes if r.prefix), key=lambda r: len(r.prefix or ""), reverse=True
+            (r for r in routes if r.prefix),
+            key=lambda r: len(r.prefix or ""),
+            reverse=True,
         )
         self._by_host = {host.lower(): r for r in routes for host in r.config.hosts}
 
@@ -62,8 +69,12 @@ class Runtime:
         """The provider for a request and the path it will have upstream."""
         for route in self._by_prefix:
             prefix = route.prefix or ""
-            if path == prefix or path.startswith(prefix + "/") or path.startswith(prefix + "?"):
-                return route, path[len(prefix):] or "/"
+            if (
+                path == prefix
+                or path.startswith(prefix + "/")
+                or path.startswith(prefix + "?")
+            ):
+                return route, path[len(prefix) :] or "/"
         host = authority.rsplit(":", 1)[0].lower() if authority else ""
         route = self._by_host.get(host)
         return (route, path) if route else None

@@ -47,10 +47,16 @@ class ExternalProcessor(pb_grpc.ExternalProcessorServicer):
         self._live: dict[str, Call] = {}
 
     async def Process(
-        self, request_iterator: AsyncIterator[pb.ProcessingRequest], context: grpc.aio.ServicerContext
+        self,
+        request_iterator: AsyncIterator[pb.ProcessingRequest],
+        context: grpc.aio.ServicerContext,
     ) -> AsyncIterator[pb.ProcessingResponse]:
-        call = Call(self._runtime(), self._journal, self._telemetry,
-                    trace_context=_trace_context(context))
+        call = Call(
+            self._runtime(),
+            self._journal,
+            self._telemetry,
+            trace_context=_trace_context(context),
+        )
         self._live[call.request_id] = call
         try:
             async for message in request_iterator:
@@ -90,7 +96,9 @@ class ExternalProcessor(pb_grpc.ExternalProcessorServicer):
         if self._settlements:
             await asyncio.wait(set(self._settlements), timeout=timeout_s)
 
-    async def _answer(self, call: Call, message: pb.ProcessingRequest) -> pb.ProcessingResponse:
+    async def _answer(
+        self, call: Call, message: pb.ProcessingRequest
+    ) -> pb.ProcessingResponse:
         kind = message.WhichOneof("request")
         try:
             if call.trace is None:
@@ -101,7 +109,9 @@ class ExternalProcessor(pb_grpc.ExternalProcessorServicer):
             call.finished = True
             return _refusal_reply(call, refusal)
         except Exception:
-            log.exception("ext_proc message failed", extra={"request_id": call.request_id})
+            log.exception(
+                "ext_proc message failed", extra={"request_id": call.request_id}
+            )
             if kind in ("request_headers", "request_body"):
                 call.finished = True
                 return _refusal_reply(call, _internal_error())
@@ -151,7 +161,8 @@ def _trace_context(context: grpc.aio.ServicerContext) -> dict[str, str]:
     except Exception:  # telemetry never fails a request
         return {}
     return {
-        key: value for key, value in metadata
+        key: value
+        for key, value in metadata
         if key in ("traceparent", "tracestate") and isinstance(value, str)
     }
 
@@ -167,17 +178,29 @@ def _refusal_reply(call: Call, refusal: Refusal) -> pb.ProcessingResponse:
     log.info(
         "call refused",
         extra={
-            "request_id": call.request_id, "identity": call.identity,
-            "status": refusal.status, "reason": refusal.code,
+            "request_id": call.request_id,
+            "identity": call.identity,
+            "status": refusal.status,
+            "reason": refusal.code,
             "scope": getattr(refusal, "scope", None),
         },
     )
-    call.finish_trace(decision=refusal.code, scope=getattr(refusal, "scope", None),
-                      status=refusal.status)
-    metadata = {"request_id": call.request_id, "decision": refusal.code,
-                "identity": call.identity or ""}
+    call.finish_trace(
+        decision=refusal.code,
+        scope=getattr(refusal, "scope", None),
+        status=refusal.status,
+    )
+    metadata = {
+        "request_id": call.request_id,
+        "decision": refusal.code,
+        "identity": call.identity or "",
+    }
     return messages.immediate_reply(
-        refusal.status, body, headers, details=f"tollgate_{refusal.code}", metadata=metadata
+        refusal.status,
+        body,
+        headers,
+        details=f"tollgate_{refusal.code}",
+        metadata=metadata,
     )
 
 

@@ -26,7 +26,10 @@ from tests.e2e.harness import Client, Ledger, replay_responder
 TENANT = "e2e"
 PROVIDER_ENV = {
     "E2E_AZURE_KEY": "azure-gateway-" + secrets.token_hex(8),
-    "E2E_AWS_KEYS": "AKIAGATEWAY" + secrets.token_hex(4).upper() + ":" + secrets.token_hex(20),
+    "E2E_AWS_KEYS": "AKIAGATEWAY"
+    + secrets.token_hex(4).upper()
+    + ":"
+    + secrets.token_hex(20),
 }
 GEMINI_KEY = "AIza-gateway-gemini-" + secrets.token_hex(8)
 POLICY = """\
@@ -121,9 +124,14 @@ class Gateway:
 
 @contextlib.contextmanager
 def running_gateway(
-    workdir: Path, redis: RedisProcess, *, tenant: str = TENANT,
-    settings: dict[str, str] | None = None, policy_extra: str = "",
-    env: dict[str, str] | None = None, collector: str | None = None,
+    workdir: Path,
+    redis: RedisProcess,
+    *,
+    tenant: str = TENANT,
+    settings: dict[str, str] | None = None,
+    policy_extra: str = "",
+    env: dict[str, str] | None = None,
+    collector: str | None = None,
 ) -> Iterator[Gateway]:
     """A whole gateway: stand-in provider, ext_proc server, Envoy."""
     workdir.mkdir(parents=True, exist_ok=True)
@@ -134,27 +142,47 @@ def running_gateway(
     policy_path = workdir / "policy.yaml"
     vertex_key_file = workdir / "vertex-sa.json"
     policy_path.write_text(
-        POLICY.format(tenant=tenant, anthropic_key_file=key_file,
-                      vertex_key_file=vertex_key_file) + policy_extra
+        POLICY.format(
+            tenant=tenant, anthropic_key_file=key_file, vertex_key_file=vertex_key_file
+        )
+        + policy_extra
     )
     extproc_settings = {
-        "policy_file": str(policy_path), "redis_url": redis.url,
-        "log_level": "DEBUG", "policy_poll_ms": "200", **(settings or {}),
+        "policy_file": str(policy_path),
+        "redis_url": redis.url,
+        "log_level": "DEBUG",
+        "policy_poll_ms": "200",
+        **(settings or {}),
     }
 
     with contextlib.ExitStack() as stack:
         standin = stack.enter_context(StandIn(replay_responder))
         vertex_key_file.write_text(_service_account_key(f"{standin.url}/token"))
-        extproc = stack.enter_context(ExtprocProcess(
-            workdir / "extproc",
-            env={"E2E_OPENAI_KEY": openai_key, "E2E_GEMINI_KEY": GEMINI_KEY,
-                 **PROVIDER_ENV, **(env or {})},
-            settings=extproc_settings,
-        ))
+        extproc = stack.enter_context(
+            ExtprocProcess(
+                workdir / "extproc",
+                env={
+                    "E2E_OPENAI_KEY": openai_key,
+                    "E2E_GEMINI_KEY": GEMINI_KEY,
+                    **PROVIDER_ENV,
+                    **(env or {}),
+                },
+                settings=extproc_settings,
+            )
+        )
         upstreams = {
             name: ("127.0.0.1", standin.port, False)
-            for name in ("openai", "anthropic", "gemini", "vertex", "azure", "bedrock",
-                         "groq", "mistral", "vllm")
+            for name in (
+                "openai",
+                "anthropic",
+                "gemini",
+                "vertex",
+                "azure",
+                "bedrock",
+                "groq",
+                "mistral",
+                "vllm",
+            )
         }
         config = render_local_config(
             listen_port=free_port(),
@@ -166,8 +194,15 @@ def running_gateway(
         )
         with EnvoyProcess(config, workdir / "envoy") as envoy:
             yield Gateway(
-                Client(envoy.listen_port), Ledger(redis.url, tenant), standin,
-                envoy, extproc, redis, openai_key, anthropic_key, policy_path,
+                Client(envoy.listen_port),
+                Ledger(redis.url, tenant),
+                standin,
+                envoy,
+                extproc,
+                redis,
+                openai_key,
+                anthropic_key,
+                policy_path,
             )
 
 
@@ -175,14 +210,21 @@ def _service_account_key(token_uri: str) -> str:
     """A Google service account key whose token endpoint is the stand-in."""
     private_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     pem = private_key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption(),
     ).decode()
-    return json.dumps({
-        "type": "service_account", "project_id": "proj", "private_key_id": "k1",
-        "private_key": pem, "client_email": "tollgate@proj.iam.gserviceaccount.com",
-        "client_id": "1", "token_uri": token_uri,
-    })
+    return json.dumps(
+        {
+            "type": "service_account",
+            "project_id": "proj",
+            "private_key_id": "k1",
+            "private_key": pem,
+            "client_email": "tollgate@proj.iam.gserviceaccount.com",
+            "client_id": "1",
+            "token_uri": token_uri,
+        }
+    )
 
 
 @pytest.fixture(scope="session")

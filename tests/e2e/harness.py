@@ -14,7 +14,6 @@ import secrets
 import socket
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import redis
@@ -22,6 +21,7 @@ import redis
 from extproc.local import RecordedRequest, Reply
 
 from tests.provider_fixtures import FIXTURES
+
 REPLAY_HEADER = "x-replay-fixture"
 DELAY_HEADER = "x-replay-delay-ms"
 GZIP_HEADER = "x-replay-gzip"
@@ -52,8 +52,14 @@ def replay_responder(request: RecordedRequest) -> Reply:
     """Answer with the fixture named in the request's replay header; play
     Google's OAuth token endpoint at ``/token``."""
     if request.path == "/token":
-        token = {"access_token": MINTED_TOKEN, "expires_in": 3600, "token_type": "Bearer"}
-        return Reply(200, {"content-type": "application/json"}, [json.dumps(token).encode()])
+        token = {
+            "access_token": MINTED_TOKEN,
+            "expires_in": 3600,
+            "token_type": "Bearer",
+        }
+        return Reply(
+            200, {"content-type": "application/json"}, [json.dumps(token).encode()]
+        )
     name = request.headers.get(REPLAY_HEADER, "")
     if not (FIXTURES / f"{name}.meta.json").exists():
         return Reply(500, {"content-type": "text/plain"}, [b"no such fixture"])
@@ -66,7 +72,9 @@ def replay_responder(request: RecordedRequest) -> Reply:
         body = gzip.compress(body)
         return Reply(info["http_status"], headers, [body[:40], body[40:]])
     if info["streaming"] and info["file"].endswith(".sse"):
-        return Reply(info["http_status"], headers, sse_chunks(body), chunk_delay_s=delay_s)
+        return Reply(
+            info["http_status"], headers, sse_chunks(body), chunk_delay_s=delay_s
+        )
     if info["streaming"]:
         step = 64
         chunks = [body[i : i + step] for i in range(0, len(body), step)]
@@ -119,7 +127,6 @@ class Client:
         finally:
             connection.close()
 
-
     def send(
         self, method: str, path: str, headers: list[tuple[str, str]], body: bytes = b""
     ) -> Response:
@@ -134,18 +141,28 @@ class Client:
             connection.endheaders(body)
             reply = connection.getresponse()
             data, reads = _read_all(reply)
-            return Response(reply.status, {k.lower(): v for k, v in reply.getheaders()},
-                            data, reads)
+            return Response(
+                reply.status, {k.lower(): v for k, v in reply.getheaders()}, data, reads
+            )
         finally:
             connection.close()
 
     def post_and_hang_up(
-        self, path: str, body: dict[str, Any], headers: dict[str, str], *, after_bytes: int
+        self,
+        path: str,
+        body: dict[str, Any],
+        headers: dict[str, str],
+        *,
+        after_bytes: int,
     ) -> tuple[dict[str, str], bytes]:
         """Send a request, read ``after_bytes`` of the body, then drop the socket."""
         connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
-        connection.request("POST", path, body=json.dumps(body).encode(),
-                           headers={"content-type": "application/json", **headers})
+        connection.request(
+            "POST",
+            path,
+            body=json.dumps(body).encode(),
+            headers={"content-type": "application/json", **headers},
+        )
         reply = connection.getresponse()
         head = {k.lower(): v for k, v in reply.getheaders()}
         data = reply.read1(after_bytes)

@@ -15,16 +15,23 @@ pytestmark = pytest.mark.e2e
 CHAT = "/openai/v1/chat/completions"
 POLICY_CAPACITY = 1_000_000_000  # burst-user's and team shared's 1000 USD
 FIXTURE = "openai_chat_stream_include_usage"
-BODY = {"model": "gpt-4o-mini", "max_tokens": 200, "stream": True,
-        "messages": [{"role": "user", "content": "hi"}]}
+BODY = {
+    "model": "gpt-4o-mini",
+    "max_tokens": 200,
+    "stream": True,
+    "messages": [{"role": "user", "content": "hi"}],
+}
 
 
 def _estimate(gateway) -> tuple[int, int]:
     """The estimate (micro-USD, tokens) the gateway holds for BODY."""
     probe = f"probe-{time.monotonic_ns()}"
     response = gateway.client.post(
-        CHAT, BODY, {"x-tollgate-identity": probe, REPLAY_HEADER: FIXTURE})
-    detail = gateway.ledger.settlement(response.headers["x-tollgate-request-id"])["detail"]
+        CHAT, BODY, {"x-tollgate-identity": probe, REPLAY_HEADER: FIXTURE}
+    )
+    detail = gateway.ledger.settlement(response.headers["x-tollgate-request-id"])[
+        "detail"
+    ]
     sent = json.dumps(BODY).encode()
     tokens = -(-len(sent) // 3) + BODY["max_tokens"]
     return detail["estimate_micro_usd"], tokens
@@ -32,17 +39,31 @@ def _estimate(gateway) -> tuple[int, int]:
 
 def _set_level(gateway, scope: str, level: int, capacity: int) -> None:
     """Leave ``level`` in a bucket of the policy's ``capacity``, as if spent."""
-    gateway.ledger.client.hset(gateway.ledger.prefix + f"bucket:{scope}", mapping={
-        "level": level, "ts": int(time.time() * 1000), "cap": capacity, "period": ""})
+    gateway.ledger.client.hset(
+        gateway.ledger.prefix + f"bucket:{scope}",
+        mapping={
+            "level": level,
+            "ts": int(time.time() * 1000),
+            "cap": capacity,
+            "period": "",
+        },
+    )
 
 
 def _burst(gateway, identities: list[str]) -> list[int]:
     """All at once; each admitted stream lasts about a second, so that the
     admitted ones still hold their reservations while the rest arrive."""
+
     def one(identity: str) -> int:
-        return gateway.client.post(CHAT, BODY, {
-            "x-tollgate-identity": identity, REPLAY_HEADER: FIXTURE, DELAY_HEADER: "100",
-        }).status
+        return gateway.client.post(
+            CHAT,
+            BODY,
+            {
+                "x-tollgate-identity": identity,
+                REPLAY_HEADER: FIXTURE,
+                DELAY_HEADER: "100",
+            },
+        ).status
 
     with ThreadPoolExecutor(max_workers=len(identities)) as pool:
         return list(pool.map(one, identities))

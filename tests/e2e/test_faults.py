@@ -15,16 +15,27 @@ from tests.e2e.harness import DELAY_HEADER, REPLAY_HEADER
 pytestmark = pytest.mark.e2e
 
 STREAM = "anthropic_messages_stream_sdk_tool_use"
-BODY = {"model": "claude-sonnet-4-20250514", "max_tokens": 300, "stream": True,
-        "messages": [{"role": "user", "content": "hi"}]}
+BODY = {
+    "model": "claude-sonnet-4-20250514",
+    "max_tokens": 300,
+    "stream": True,
+    "messages": [{"role": "user", "content": "hi"}],
+}
 
 
 def _stream_in_background(gateway, identity: str, delay_ms: int) -> threading.Thread:
     def run() -> None:
         try:
-            gateway.client.post("/anthropic/v1/messages", BODY, {
-                "x-tollgate-identity": identity, REPLAY_HEADER: STREAM,
-                DELAY_HEADER: str(delay_ms)}, timeout_s=60)
+            gateway.client.post(
+                "/anthropic/v1/messages",
+                BODY,
+                {
+                    "x-tollgate-identity": identity,
+                    REPLAY_HEADER: STREAM,
+                    DELAY_HEADER: str(delay_ms),
+                },
+                timeout_s=60,
+            )
         except (OSError, http.client.HTTPException):
             pass  # the gateway may reset the stream; the ledger is what counts
 
@@ -57,7 +68,9 @@ def _held(gateway) -> list[str]:
 def fault_gateway(redis_server, tmp_path):
     tenant = "faults-" + secrets.token_hex(4)
     settings = {"lease_ms": "1500", "lease_sweep_ms": "200", "grace_period_s": "20"}
-    with running_gateway(tmp_path, redis_server, tenant=tenant, settings=settings) as gw:
+    with running_gateway(
+        tmp_path, redis_server, tenant=tenant, settings=settings
+    ) as gw:
         yield gw
 
 
@@ -65,8 +78,11 @@ def test_killed_server_leaves_one_charge_at_the_estimate(fault_gateway) -> None:
     gateway = fault_gateway
     thread = _stream_in_background(gateway, "victim", delay_ms=300)
     request_id = _wait_for(lambda: _held(gateway), 10)[0]
-    estimate = int(gateway.ledger.client.hget(
-        gateway.ledger.prefix + f"resv:{request_id}", "estimate"))
+    estimate = int(
+        gateway.ledger.client.hget(
+            gateway.ledger.prefix + f"resv:{request_id}", "estimate"
+        )
+    )
 
     gateway.extproc.kill()
     gateway.extproc.start()
@@ -76,12 +92,13 @@ def test_killed_server_leaves_one_charge_at_the_estimate(fault_gateway) -> None:
     time.sleep(0.5)
     entries = _entries(gateway)
     assert [("lease_expired", str(estimate))] == [
-        (e["outcome"], e["cost_micro_usd"]) for e in entries]
+        (e["outcome"], e["cost_micro_usd"]) for e in entries
+    ]
     assert request_id == entries[0]["request_id"]
 
 
 def test_graceful_restart_mid_stream_settles_once_with_the_usage_seen(
-    fault_gateway
+    fault_gateway,
 ) -> None:
     gateway = fault_gateway
     thread = _stream_in_background(gateway, "patient", delay_ms=150)

@@ -18,21 +18,35 @@ from botocore.credentials import Credentials
 
 from tests.e2e.conftest import GEMINI_KEY, PROVIDER_ENV
 from tests.e2e.harness import (
-    FIXTURES, GZIP_HEADER, MINTED_TOKEN, REPLAY_HEADER, fixture_body, meta,
+    FIXTURES,
+    GZIP_HEADER,
+    MINTED_TOKEN,
+    REPLAY_HEADER,
+    fixture_body,
+    meta,
 )
 
 pytestmark = pytest.mark.e2e
 
 PREFIX_OF = {
-    "openai": "/openai", "anthropic": "/anthropic", "google-gemini": "/gemini",
-    "google-vertex-ai": "/vertex", "azure-openai": "/azure", "aws-bedrock": "/bedrock",
-    "groq": "/groq", "mistral": "/mistral",
+    "openai": "/openai",
+    "anthropic": "/anthropic",
+    "google-gemini": "/gemini",
+    "google-vertex-ai": "/vertex",
+    "azure-openai": "/azure",
+    "aws-bedrock": "/bedrock",
+    "groq": "/groq",
+    "mistral": "/mistral",
     "vllm (via Crusoe Cloud managed inference)": "/vllm",
 }
 # Rates the e2e policy sets for first-party models (USD per million tokens).
 POLICY_RATES = {
     "zai/GLM-5.2": (Decimal("0.40"), Decimal("1.20"), Decimal("0.40")),
-    "meta-llama/Llama-3.3-70B-Instruct": (Decimal("0.20"), Decimal("0.60"), Decimal("0.05")),
+    "meta-llama/Llama-3.3-70B-Instruct": (
+        Decimal("0.20"),
+        Decimal("0.60"),
+        Decimal("0.05"),
+    ),
 }
 
 
@@ -56,8 +70,13 @@ def _requested(info: dict) -> str:
 
 def _path(info: dict) -> str:
     endpoint = info["endpoint"].split(" ", 1)[1].split(" ")[0]
-    endpoint = (endpoint.replace("{deployment}", _requested(info).replace("model-router", "gpt-4o"))
-                .replace("{modelId}", _requested(info)).replace("{project}", "proj"))
+    endpoint = (
+        endpoint.replace(
+            "{deployment}", _requested(info).replace("model-router", "gpt-4o")
+        )
+        .replace("{modelId}", _requested(info))
+        .replace("{project}", "proj")
+    )
     return PREFIX_OF[info["provider"]] + endpoint
 
 
@@ -74,18 +93,26 @@ def _request_body(info: dict) -> dict:
     if "/responses" in info["endpoint"]:
         body = {"model": _model(info), "input": "hello", "stream": info["streaming"]}
     if info["provider"] in ("google-gemini", "google-vertex-ai"):
-        body = {"contents": [{"parts": [{"text": "hello"}]}],
-                "generationConfig": {"maxOutputTokens": 256}}
+        body = {
+            "contents": [{"parts": [{"text": "hello"}]}],
+            "generationConfig": {"maxOutputTokens": 256},
+        }
     if info["provider"] == "aws-bedrock":
-        body = {"messages": [{"role": "user", "content": [{"text": "hello"}]}],
-                "inferenceConfig": {"maxTokens": 256}}
+        body = {
+            "messages": [{"role": "user", "content": [{"text": "hello"}]}],
+            "inferenceConfig": {"maxTokens": 256},
+        }
     if info["provider"] == "azure-openai":
         body.pop("model")
     return body
 
 
-LIBRARY_PROVIDER = {"google-gemini": "google", "google-vertex-ai": "google",
-                    "azure-openai": "azure", "aws-bedrock": "aws"}
+LIBRARY_PROVIDER = {
+    "google-gemini": "google",
+    "google-vertex-ai": "google",
+    "azure-openai": "azure",
+    "aws-bedrock": "aws",
+}
 
 
 def _expected_cost(info: dict) -> int:
@@ -96,12 +123,17 @@ def _expected_cost(info: dict) -> int:
     cache_write = expected.get("cache_creation_input_tokens") or 0
     if _model(info) in POLICY_RATES:
         rate_in, rate_out, rate_cached = POLICY_RATES[_model(info)]
-        micro = ((expected["input_tokens"] - cache_read) * rate_in
-                 + cache_read * rate_cached + expected["output_tokens"] * rate_out)
+        micro = (
+            (expected["input_tokens"] - cache_read) * rate_in
+            + cache_read * rate_cached
+            + expected["output_tokens"] * rate_out
+        )
         return int(micro.to_integral_value(rounding=ROUND_CEILING))
     usage = genai_prices.Usage(
-        input_tokens=expected["input_tokens"], output_tokens=expected["output_tokens"],
-        cache_read_tokens=cache_read, cache_write_tokens=cache_write,
+        input_tokens=expected["input_tokens"],
+        output_tokens=expected["output_tokens"],
+        cache_read_tokens=cache_read,
+        cache_write_tokens=cache_write,
     )
     provider = LIBRARY_PROVIDER.get(info["provider"], info["provider"])
     model = _model(info) if info["provider"] != "aws-bedrock" else _requested(info)
@@ -208,7 +240,9 @@ def test_gzip_response_reaches_client_unchanged_and_is_metered(
     assert fixture_body(name) == gzip.decompress(response.body)
     settlement = gateway.ledger.settlement(response.headers["x-tollgate-request-id"])
     assert ("metered", _expected_cost(info)) == (
-        settlement["outcome"], settlement["cost_micro_usd"])
+        settlement["outcome"],
+        settlement["cost_micro_usd"],
+    )
 
 
 def test_missing_identity_gets_json_401_naming_the_header(gateway) -> None:
@@ -226,8 +260,12 @@ def _drain(gateway, identity: str) -> None:
     """Leave ``identity``'s default budget empty, as after heavy use."""
     gateway.ledger.client.hset(
         gateway.ledger.prefix + f"bucket:user:{identity}",
-        mapping={"level": 0, "ts": int(time.time() * 1000), "cap": 1_000_000_000,
-                 "period": ""},
+        mapping={
+            "level": 0,
+            "ts": int(time.time() * 1000),
+            "cap": 1_000_000_000,
+            "period": "",
+        },
     )
 
 
@@ -321,11 +359,18 @@ def test_invalid_json_gets_400_and_upstream_is_not_called(gateway, identity) -> 
 
 
 def test_repeated_identity_header_is_refused(gateway, standin_calls) -> None:
-    headers = [("x-tollgate-identity", "alice"), ("x-tollgate-identity", "bob"),
-               ("content-type", "application/json")]
+    headers = [
+        ("x-tollgate-identity", "alice"),
+        ("x-tollgate-identity", "bob"),
+        ("content-type", "application/json"),
+    ]
 
-    response = gateway.client.send("POST", "/openai/v1/chat/completions", headers,
-                                   json.dumps({"model": "gpt-4o"}).encode())
+    response = gateway.client.send(
+        "POST",
+        "/openai/v1/chat/completions",
+        headers,
+        json.dumps({"model": "gpt-4o"}).encode(),
+    )
 
     assert 401 == response.status
     assert "identity_invalid" == response.json()["error"]["code"]
@@ -342,8 +387,9 @@ def test_post_without_body_is_refused(gateway, identity, standin_calls) -> None:
 
 
 def test_deeply_nested_json_is_a_400_not_a_crash(gateway, identity) -> None:
-    response = gateway.client.post("/openai/v1/chat/completions", b"[" * 100_000,
-                                   {"x-tollgate-identity": identity})
+    response = gateway.client.post(
+        "/openai/v1/chat/completions", b"[" * 100_000, {"x-tollgate-identity": identity}
+    )
 
     assert 400 == response.status
     assert "nests too deeply" in response.json()["error"]["message"]
@@ -352,8 +398,9 @@ def test_deeply_nested_json_is_a_400_not_a_crash(gateway, identity) -> None:
 def test_model_name_with_a_newline_is_refused(gateway, identity) -> None:
     body = {"model": "gpt-4o\nerror forged", "messages": []}
 
-    response = gateway.client.post("/openai/v1/chat/completions", body,
-                                   {"x-tollgate-identity": identity})
+    response = gateway.client.post(
+        "/openai/v1/chat/completions", body, {"x-tollgate-identity": identity}
+    )
 
     assert 400 == response.status
 
@@ -361,8 +408,9 @@ def test_model_name_with_a_newline_is_refused(gateway, identity) -> None:
 def test_request_larger_than_the_whole_budget_has_no_retry_after(gateway) -> None:
     body = {"model": "gpt-4o", "max_tokens": 10**9, "messages": []}
 
-    response = gateway.client.post("/openai/v1/chat/completions", body,
-                                   {"x-tollgate-identity": "nearly-broke"})
+    response = gateway.client.post(
+        "/openai/v1/chat/completions", body, {"x-tollgate-identity": "nearly-broke"}
+    )
 
     assert 429 == response.status
     assert "retry-after" not in response.headers
@@ -371,7 +419,8 @@ def test_request_larger_than_the_whole_budget_has_no_retry_after(gateway) -> Non
 
 def test_get_passes_through_unmetered_but_logged(gateway, identity) -> None:
     response = gateway.client.send(
-        "GET", "/openai/v1/models",
+        "GET",
+        "/openai/v1/models",
         [("x-tollgate-identity", identity), (REPLAY_HEADER, "openai_embeddings")],
     )
 
@@ -386,9 +435,15 @@ def test_gemini_key_in_the_query_is_replaced_by_the_gateways(gateway, identity) 
     name = "gemini_stream_generate_content_sse"
     path = "/gemini/v1beta/models/gemini-2.5-flash:streamGenerateContent?key=AIza-client&alt=sse"
 
-    response = gateway.client.post(path, {"contents": []}, {
-        "x-tollgate-identity": identity, REPLAY_HEADER: name,
-        "x-goog-api-key": "AIza-client-header"})
+    response = gateway.client.post(
+        path,
+        {"contents": []},
+        {
+            "x-tollgate-identity": identity,
+            REPLAY_HEADER: name,
+            "x-goog-api-key": "AIza-client-header",
+        },
+    )
 
     seen = gateway.standin.requests[-1]
     assert 200 == response.status
@@ -408,11 +463,17 @@ def test_bedrock_request_is_signed_for_the_host_actually_sent(
     access_key, secret_key = PROVIDER_ENV["E2E_AWS_KEYS"].split(":")
     host = seen.headers["host"]
     assert "bedrock-runtime.us-east-1.amazonaws.com" == host
-    replay = AWSRequest(method="POST", url=f"https://{host}{seen.path}", data=seen.body,
-                        headers={"content-type": seen.headers["content-type"]})
+    replay = AWSRequest(
+        method="POST",
+        url=f"https://{host}{seen.path}",
+        data=seen.body,
+        headers={"content-type": seen.headers["content-type"]},
+    )
     signed_at = datetime.strptime(seen.headers["x-amz-date"], "%Y%m%dT%H%M%SZ")
     monkeypatch.setattr(botocore.auth, "get_current_datetime", lambda: signed_at)
-    SigV4Auth(Credentials(access_key, secret_key), "bedrock", "us-east-1").add_auth(replay)
+    SigV4Auth(Credentials(access_key, secret_key), "bedrock", "us-east-1").add_auth(
+        replay
+    )
     assert replay.headers["authorization"] == seen.headers["authorization"]
     assert f"Credential={access_key}/" in seen.headers["authorization"]
     assert info["http_status"] == 200
@@ -428,7 +489,9 @@ def test_bedrock_request_is_signed_for_the_host_actually_sent(
 def test_each_family_carries_its_credential_its_own_way(
     gateway, identity, name, header, value
 ) -> None:
-    _send(gateway, name, identity, authorization="Bearer client", **{"api-key": "client"})
+    _send(
+        gateway, name, identity, authorization="Bearer client", **{"api-key": "client"}
+    )
 
     assert value == gateway.standin.requests[-1].headers[header]
 
@@ -437,11 +500,15 @@ def test_server_that_refuses_unknown_fields_gets_the_body_unchanged(
     gateway, identity
 ) -> None:
     name = "mistral_chat_stream_usage_in_final_chunk"
-    body = json.dumps({"model": "magistral-medium-latest", "stream": True,
-                       "messages": []}).encode()
+    body = json.dumps(
+        {"model": "magistral-medium-latest", "stream": True, "messages": []}
+    ).encode()
 
-    gateway.client.post("/mistral/v1/chat/completions", body,
-                        {"x-tollgate-identity": identity, REPLAY_HEADER: name})
+    gateway.client.post(
+        "/mistral/v1/chat/completions",
+        body,
+        {"x-tollgate-identity": identity, REPLAY_HEADER: name},
+    )
 
     assert body == gateway.standin.requests[-1].body
 
@@ -452,12 +519,18 @@ def test_vertex_token_is_minted_once_and_reused(gateway, identity) -> None:
 
     mints = [r for r in gateway.standin.requests if r.path == "/token"]
     assert 1 == len(mints)
-    assert b"grant_type=urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Ajwt-bearer" in mints[0].body
+    assert (
+        b"grant_type=urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Ajwt-bearer"
+        in mints[0].body
+    )
 
 
 def test_identity_with_a_comma_is_refused(gateway, standin_calls) -> None:
-    response = gateway.client.post("/openai/v1/chat/completions", {"model": "gpt-4o"},
-                                   {"x-tollgate-identity": "alice,mallory"})
+    response = gateway.client.post(
+        "/openai/v1/chat/completions",
+        {"model": "gpt-4o"},
+        {"x-tollgate-identity": "alice,mallory"},
+    )
 
     assert (401, 0) == (response.status, standin_calls())
 
@@ -465,10 +538,14 @@ def test_identity_with_a_comma_is_refused(gateway, standin_calls) -> None:
 def test_rate_limit_refusal_says_rate_limited(gateway) -> None:
     gateway.ledger.client.hset(
         gateway.ledger.prefix + "bucket:user:tpm-user#tpm",
-        mapping={"level": 0, "ts": int(time.time() * 1000), "cap": 1000, "period": ""})
+        mapping={"level": 0, "ts": int(time.time() * 1000), "cap": 1000, "period": ""},
+    )
 
-    response = gateway.client.post("/openai/v1/chat/completions", {
-        "model": "gpt-4o", "max_tokens": 10, "messages": []}, {"x-tollgate-identity": "tpm-user"})
+    response = gateway.client.post(
+        "/openai/v1/chat/completions",
+        {"model": "gpt-4o", "max_tokens": 10, "messages": []},
+        {"x-tollgate-identity": "tpm-user"},
+    )
 
     assert 429 == response.status
     assert "rate_limited" == response.json()["error"]["code"]

@@ -12,7 +12,11 @@ from tests.e2e.harness import DELAY_HEADER, REPLAY_HEADER
 pytestmark = pytest.mark.e2e
 
 CHAT = "/openai/v1/chat/completions"
-BODY = {"model": "gpt-4o-mini", "max_tokens": 50, "messages": [{"role": "user", "content": "hi"}]}
+BODY = {
+    "model": "gpt-4o-mini",
+    "max_tokens": 50,
+    "messages": [{"role": "user", "content": "hi"}],
+}
 FIXTURE = "openai_chat_nonstream_docs_default"
 
 
@@ -29,13 +33,15 @@ def test_policy_change_takes_effect_without_restart(gateway, identity) -> None:
     original = gateway.policy_path.read_text()
     limited = original.replace(
         "users:\n",
-        f"users:\n  {identity}:\n    budget: {{capacity_usd: \"0.000001\"}}\n",
+        f'users:\n  {identity}:\n    budget: {{capacity_usd: "0.000001"}}\n',
     )
     headers = {"x-tollgate-identity": identity, REPLAY_HEADER: FIXTURE}
     try:
         gateway.policy_path.write_text(limited)
 
-        refused = _eventually(lambda: gateway.client.post(CHAT, BODY, headers).status == 429)
+        refused = _eventually(
+            lambda: gateway.client.post(CHAT, BODY, headers).status == 429
+        )
     finally:
         gateway.policy_path.write_text(original)
 
@@ -43,7 +49,9 @@ def test_policy_change_takes_effect_without_restart(gateway, identity) -> None:
     assert _eventually(lambda: gateway.client.post(CHAT, BODY, headers).status == 200)
 
 
-def test_invalid_policy_is_refused_and_the_old_one_keeps_serving(gateway, identity) -> None:
+def test_invalid_policy_is_refused_and_the_old_one_keeps_serving(
+    gateway, identity
+) -> None:
     original = gateway.policy_path.read_text()
     headers = {"x-tollgate-identity": identity, REPLAY_HEADER: FIXTURE}
     try:
@@ -62,10 +70,15 @@ def test_rotated_key_file_is_used_without_restart(gateway, identity) -> None:
     key_file = gateway.policy_path.parent / "anthropic.key"
     original = key_file.read_text()
     rotated = "sk-ant-rotated-" + identity
-    body = {"model": "claude-sonnet-4-5", "max_tokens": 20,
-            "messages": [{"role": "user", "content": "hi"}]}
-    headers = {"x-tollgate-identity": identity,
-               REPLAY_HEADER: "anthropic_messages_nonstream_cache"}
+    body = {
+        "model": "claude-sonnet-4-5",
+        "max_tokens": 20,
+        "messages": [{"role": "user", "content": "hi"}],
+    }
+    headers = {
+        "x-tollgate-identity": identity,
+        REPLAY_HEADER: "anthropic_messages_nonstream_cache",
+    }
     try:
         key_file.write_text(rotated)
 
@@ -81,10 +94,17 @@ def test_rotated_key_file_is_used_without_restart(gateway, identity) -> None:
 def test_client_hanging_up_mid_stream_is_settled_once_with_an_estimate(
     gateway, identity
 ) -> None:
-    body = {"model": "claude-sonnet-4-20250514", "max_tokens": 300, "stream": True,
-            "messages": [{"role": "user", "content": "hi"}]}
-    headers = {"x-tollgate-identity": identity, DELAY_HEADER: "200",
-               REPLAY_HEADER: "anthropic_messages_stream_sdk_tool_use"}
+    body = {
+        "model": "claude-sonnet-4-20250514",
+        "max_tokens": 300,
+        "stream": True,
+        "messages": [{"role": "user", "content": "hi"}],
+    }
+    headers = {
+        "x-tollgate-identity": identity,
+        DELAY_HEADER: "200",
+        REPLAY_HEADER: "anthropic_messages_stream_sdk_tool_use",
+    }
 
     head, first = gateway.client.post_and_hang_up(
         "/anthropic/v1/messages", body, headers, after_bytes=64
@@ -99,8 +119,9 @@ def test_client_hanging_up_mid_stream_is_settled_once_with_an_estimate(
 
 
 def test_access_log_carries_the_cost(gateway, identity) -> None:
-    response = gateway.client.post(CHAT, BODY, {"x-tollgate-identity": identity,
-                                                REPLAY_HEADER: FIXTURE})
+    response = gateway.client.post(
+        CHAT, BODY, {"x-tollgate-identity": identity, REPLAY_HEADER: FIXTURE}
+    )
     request_id = response.headers["x-tollgate-request-id"]
     cost = gateway.ledger.settlement(request_id)["cost_micro_usd"]
 

@@ -20,13 +20,20 @@ pytestmark = pytest.mark.e2e
 
 CHAT = "/openai/v1/chat/completions"
 FIXTURE = "openai_chat_stream_include_usage"
-BODY = {"model": "gpt-4o-mini", "max_tokens": 50, "stream": True,
-        "messages": [{"role": "user", "content": "hi"}]}
+BODY = {
+    "model": "gpt-4o-mini",
+    "max_tokens": 50,
+    "stream": True,
+    "messages": [{"role": "user", "content": "hi"}],
+}
 
 
 def _send(gateway, identity: str) -> tuple[int, str | None]:
-    response = gateway.client.post(CHAT, BODY, {
-        "x-tollgate-identity": identity, REPLAY_HEADER: FIXTURE, DELAY_HEADER: "30"})
+    response = gateway.client.post(
+        CHAT,
+        BODY,
+        {"x-tollgate-identity": identity, REPLAY_HEADER: FIXTURE, DELAY_HEADER: "30"},
+    )
     return response.status, response.headers.get("x-tollgate-request-id")
 
 
@@ -70,8 +77,13 @@ def durable_redis(tmp_path):
 
 def _gateway(tmp_path, redis, policy: str):
     settings = {"redis_timeout_ms": "200", "journal_replay_ms": "300"}
-    return running_gateway(tmp_path / "gw", redis, tenant="rf-" + secrets.token_hex(4),
-                           settings=settings, policy_extra=f"store_failure: {policy}\n")
+    return running_gateway(
+        tmp_path / "gw",
+        redis,
+        tenant="rf-" + secrets.token_hex(4),
+        settings=settings,
+        policy_extra=f"store_failure: {policy}\n",
+    )
 
 
 def _restart(redis: RedisProcess, down_s: float):
@@ -79,6 +91,7 @@ def _restart(redis: RedisProcess, down_s: float):
         redis.stop()
         time.sleep(down_s)
         redis.start()
+
     return action
 
 
@@ -97,7 +110,10 @@ def test_admit_policy_journals_through_an_outage_and_books_each_call_once(
         assert reached == len(entries) == len(set(ids))
         assert {rid for _, rid in results} == set(ids)
         assert sum(int(e["cost_micro_usd"]) for e in entries) == _booked_spend(gateway)
-        assert "call settled into the local journal" in gateway.extproc.log_path.read_text()
+        assert (
+            "call settled into the local journal"
+            in gateway.extproc.log_path.read_text()
+        )
 
 
 def test_refuse_policy_answers_503_in_an_outage_and_books_what_passed(

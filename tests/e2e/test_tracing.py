@@ -32,8 +32,13 @@ class Collector(trace_service_pb2_grpc.TraceServiceServicer):
         with self._lock:
             for resource_spans in request.resource_spans:
                 service = next(
-                    (a.value.string_value for a in resource_spans.resource.attributes
-                     if a.key == "service.name"), "")
+                    (
+                        a.value.string_value
+                        for a in resource_spans.resource.attributes
+                        if a.key == "service.name"
+                    ),
+                    "",
+                )
                 for scope_spans in resource_spans.scope_spans:
                     self.spans += [(service, span) for span in scope_spans.spans]
         return trace_service_pb2.ExportTraceServiceResponse()
@@ -53,14 +58,28 @@ def collector():
 
 def test_tollgate_span_is_a_child_in_envoys_trace(collector, redis_server, tmp_path):
     receiver, port = collector
-    env = {"OTEL_TRACES_EXPORTER": "otlp", "OTEL_METRICS_EXPORTER": "none",
-           "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": f"http://127.0.0.1:{port}",
-           "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": "grpc", "OTEL_BSP_SCHEDULE_DELAY": "100"}
-    with running_gateway(tmp_path, redis_server, tenant="tr-" + secrets.token_hex(3),
-                         env=env, collector=f"127.0.0.1:{port}") as gateway:
-        gateway.client.post("/openai/v1/chat/completions", {"model": "gpt-4o", "messages": []},
-                            {"x-tollgate-identity": "tracer",
-                             REPLAY_HEADER: "openai_chat_nonstream_cache_read"})
+    env = {
+        "OTEL_TRACES_EXPORTER": "otlp",
+        "OTEL_METRICS_EXPORTER": "none",
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": f"http://127.0.0.1:{port}",
+        "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": "grpc",
+        "OTEL_BSP_SCHEDULE_DELAY": "100",
+    }
+    with running_gateway(
+        tmp_path,
+        redis_server,
+        tenant="tr-" + secrets.token_hex(3),
+        env=env,
+        collector=f"127.0.0.1:{port}",
+    ) as gateway:
+        gateway.client.post(
+            "/openai/v1/chat/completions",
+            {"model": "gpt-4o", "messages": []},
+            {
+                "x-tollgate-identity": "tracer",
+                REPLAY_HEADER: "openai_chat_nonstream_cache_read",
+            },
+        )
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline:
             services = {service for service, _ in receiver.spans}

@@ -22,14 +22,19 @@ def test_agent_with_a_gateway_key_is_identified_and_its_key_replaced(gateway) ->
     client = redis.Redis.from_url(gateway.redis.url)
     key, record = issue_key(client, TENANT, "key-user", tool="claude-code")
 
-    response = gateway.client.post("/anthropic/v1/messages", BODY, {
-        "x-api-key": key, REPLAY_HEADER: FIXTURE, "user-agent": "claude-cli/2.0"})
+    response = gateway.client.post(
+        "/anthropic/v1/messages",
+        BODY,
+        {"x-api-key": key, REPLAY_HEADER: FIXTURE, "user-agent": "claude-cli/2.0"},
+    )
 
     assert 200 == response.status
     seen = gateway.standin.requests[-1].headers
     assert gateway.anthropic_key == seen["x-api-key"]
     assert key not in json.dumps(seen)
-    detail = gateway.ledger.settlement(response.headers["x-tollgate-request-id"])["detail"]
+    detail = gateway.ledger.settlement(response.headers["x-tollgate-request-id"])[
+        "detail"
+    ]
     assert ("key-user", "claude-code") == (detail["identity"], detail["tool"])
     assert key.encode() not in _everything_in(client)
 
@@ -51,23 +56,31 @@ def _everything_in(client: redis.Redis) -> bytes:
 def test_revoked_key_is_refused_within_the_cache_time(gateway) -> None:
     client = redis.Redis.from_url(gateway.redis.url)
     key, record = issue_key(client, TENANT, "revoked-user")
-    assert 200 == gateway.client.post("/anthropic/v1/messages", BODY, {
-        "x-api-key": key, REPLAY_HEADER: FIXTURE}).status
+    assert (
+        200
+        == gateway.client.post(
+            "/anthropic/v1/messages", BODY, {"x-api-key": key, REPLAY_HEADER: FIXTURE}
+        ).status
+    )
 
     revoke_key(client, TENANT, record.key_id, now_ms=int(time.time() * 1000))
     deadline = time.monotonic() + 8
     status = 200
     while time.monotonic() < deadline and status == 200:
-        status = gateway.client.post("/anthropic/v1/messages", BODY, {
-            "x-api-key": key, REPLAY_HEADER: FIXTURE}).status
+        status = gateway.client.post(
+            "/anthropic/v1/messages", BODY, {"x-api-key": key, REPLAY_HEADER: FIXTURE}
+        ).status
         time.sleep(0.3)
 
     assert 401 == status
 
 
 def test_made_up_key_is_refused(gateway, standin_calls) -> None:
-    response = gateway.client.post("/openai/v1/chat/completions", {"model": "gpt-4o"}, {
-        "authorization": "Bearer tgk_" + "A" * 40})
+    response = gateway.client.post(
+        "/openai/v1/chat/completions",
+        {"model": "gpt-4o"},
+        {"authorization": "Bearer tgk_" + "A" * 40},
+    )
 
     assert 401 == response.status
     assert "identity_invalid" == response.json()["error"]["code"]

@@ -42,20 +42,31 @@ POLICY = textwrap.dedent("""
 """)
 
 PATHS = [
-    "/openai/v1/chat/completions", "/openai/v1/responses", "/openai/v1/embeddings",
-    "/anthropic/v1/messages", "/anthropic/v1/messages/count_tokens",
+    "/openai/v1/chat/completions",
+    "/openai/v1/responses",
+    "/openai/v1/embeddings",
+    "/anthropic/v1/messages",
+    "/anthropic/v1/messages/count_tokens",
     "/gemini/v1beta/models/g:streamGenerateContent?alt=sse&key=k",
-    "/bedrock/model/m/converse-stream", "/nowhere", "/openai/v1/models",
+    "/bedrock/model/m/converse-stream",
+    "/nowhere",
+    "/openai/v1/models",
 ]
 text = st.text(max_size=40)
-header_values = st.one_of(text, st.sampled_from(["alice", "", " ", "a\x01b", "x" * 300]))
+header_values = st.one_of(
+    text, st.sampled_from(["alice", "", " ", "a\x01b", "x" * 300])
+)
 bodies = st.one_of(
     st.binary(max_size=300),
-    st.sampled_from([
-        b'{"model":"gpt-4o","max_tokens":5,"stream":true,"messages":[]}',
-        b'{"model":"claude-sonnet-4-5","max_tokens":5,"messages":[]}',
-        b'[' * 5000, b"null", b'{"model":"\\u0000"}',
-    ]),
+    st.sampled_from(
+        [
+            b'{"model":"gpt-4o","max_tokens":5,"stream":true,"messages":[]}',
+            b'{"model":"claude-sonnet-4-5","max_tokens":5,"messages":[]}',
+            b"[" * 5000,
+            b"null",
+            b'{"model":"\\u0000"}',
+        ]
+    ),
 )
 
 
@@ -68,40 +79,78 @@ def _headers(pairs: list[tuple[str, str]], end: bool) -> pb.HttpHeaders:
     message = pb.HttpHeaders(end_of_stream=end)
     for key, value in pairs:
         message.headers.headers.append(
-            base_pb2.HeaderValue(key=key, raw_value=value.encode("utf-8", "replace")))
+            base_pb2.HeaderValue(key=key, raw_value=value.encode("utf-8", "replace"))
+        )
     return message
 
 
 @st.composite
 def exchanges(draw) -> list[pb.ProcessingRequest]:
-    pairs = [(":method", draw(st.sampled_from(["POST", "GET", "DELETE", "PATCH"]))),
-             (":path", draw(st.sampled_from(PATHS) | text))]
-    for name in draw(st.lists(st.sampled_from(
-            ["x-tollgate-identity", "authorization", "x-api-key", "user-agent",
-             "x-tollgate-tool", "x-tollgate-attribution", "traceparent", "content-type"]),
-            max_size=6)):
+    pairs = [
+        (":method", draw(st.sampled_from(["POST", "GET", "DELETE", "PATCH"]))),
+        (":path", draw(st.sampled_from(PATHS) | text)),
+    ]
+    for name in draw(
+        st.lists(
+            st.sampled_from(
+                [
+                    "x-tollgate-identity",
+                    "authorization",
+                    "x-api-key",
+                    "user-agent",
+                    "x-tollgate-tool",
+                    "x-tollgate-attribution",
+                    "traceparent",
+                    "content-type",
+                ]
+            ),
+            max_size=6,
+        )
+    ):
         pairs.append((name, draw(header_values)))
     body = draw(bodies)
     status = draw(st.sampled_from(["200", "429", "500", "abc", ""]))
-    response_type = draw(st.sampled_from(
-        ["application/json", "text/event-stream", "application/vnd.amazon.eventstream", ""]))
+    response_type = draw(
+        st.sampled_from(
+            [
+                "application/json",
+                "text/event-stream",
+                "application/vnd.amazon.eventstream",
+                "",
+            ]
+        )
+    )
     encoding = draw(st.sampled_from(["", "gzip", "br", "zstd", "bogus"]))
     chunks = draw(st.lists(st.binary(max_size=80), max_size=5))
     messages = [
         pb.ProcessingRequest(request_headers=_headers(pairs, end=not body)),
         pb.ProcessingRequest(request_body=pb.HttpBody(body=body, end_of_stream=True)),
-        pb.ProcessingRequest(response_headers=_headers(
-            [(":status", status), ("content-type", response_type),
-             ("content-encoding", encoding)], end=not chunks)),
+        pb.ProcessingRequest(
+            response_headers=_headers(
+                [
+                    (":status", status),
+                    ("content-type", response_type),
+                    ("content-encoding", encoding),
+                ],
+                end=not chunks,
+            )
+        ),
     ]
     for index, chunk in enumerate(chunks):
-        messages.append(pb.ProcessingRequest(response_body=pb.HttpBody(
-            body=chunk, end_of_stream=index == len(chunks) - 1)))
+        messages.append(
+            pb.ProcessingRequest(
+                response_body=pb.HttpBody(
+                    body=chunk, end_of_stream=index == len(chunks) - 1
+                )
+            )
+        )
     cut = draw(st.integers(min_value=1, max_value=len(messages)))
     return messages[:cut]
 
 
-async def _run(processor: ExternalProcessor, messages: list[pb.ProcessingRequest]) -> list:
+async def _run(
+    processor: ExternalProcessor, messages: list[pb.ProcessingRequest]
+) -> list:
     async def requests():
         for message in messages:
             yield message
@@ -126,8 +175,11 @@ def processor_factory(redis_server, tmp_path_factory):
 
 
 @given(messages=exchanges())
-@settings(max_examples=150, deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=150,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
 def test_any_message_sequence_is_answered_without_escaping(processor_factory, messages):
     make, url = processor_factory
 

@@ -32,10 +32,14 @@ class ClusterNode(RedisProcess):
 
     def _argv(self, binary: Path) -> list[str]:
         return super()._argv(binary) + [
-            "--cluster-enabled", "yes",
-            "--cluster-port", str(self.bus_port),
-            "--cluster-config-file", str(self.workdir / "nodes.conf"),
-            "--cluster-node-timeout", "5000",
+            "--cluster-enabled",
+            "yes",
+            "--cluster-port",
+            str(self.bus_port),
+            "--cluster-config-file",
+            str(self.workdir / "nodes.conf"),
+            "--cluster-node-timeout",
+            "5000",
         ]
 
 
@@ -62,7 +66,9 @@ class RedisClusterProcesses:
         return self
 
     def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None,
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
         self.stop()
@@ -74,13 +80,24 @@ class RedisClusterProcesses:
     def _create(self) -> None:
         addresses = [f"127.0.0.1:{node.port}" for node in self.nodes]
         done = subprocess.run(
-            [_redis_cli(), "--cluster", "create", *addresses,
-             "--cluster-replicas", "0", "--cluster-yes"],
-            capture_output=True, text=True, timeout=self.ready_timeout_s, check=False,
+            [
+                _redis_cli(),
+                "--cluster",
+                "create",
+                *addresses,
+                "--cluster-replicas",
+                "0",
+                "--cluster-yes",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=self.ready_timeout_s,
+            check=False,
         )
         if done.returncode != 0:
-            raise ConfigError(f"redis-cli --cluster create failed:\n{done.stdout}"
-                              f"{done.stderr}")
+            raise ConfigError(
+                f"redis-cli --cluster create failed:\n{done.stdout}{done.stderr}"
+            )
 
     def _wait_until_ok(self) -> None:
         deadline = time.monotonic() + self.ready_timeout_s

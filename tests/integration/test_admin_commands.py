@@ -24,8 +24,9 @@ users:
 
 
 @pytest.fixture
-def tenant(redis_server: RedisProcess, tmp_path: Path,
-           monkeypatch: pytest.MonkeyPatch) -> str:
+def tenant(
+    redis_server: RedisProcess, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> str:
     tenant = f"t-{uuid.uuid4().hex[:8]}"
     policy_file = tmp_path / "policy.yaml"
     policy_file.write_text(POLICY_YAML.format(tenant=tenant))
@@ -49,10 +50,19 @@ def tollgate(*argv: str) -> int:
     return args.handler(args)
 
 
-def test_keys_issue_prints_the_key_once_and_stores_its_digest(tenant, admin,
-                                                              capsys) -> None:
-    code = tollgate("keys", "issue", "--user", "alice", "--tool", "claude-code",
-                    "--expires-in", "30d")
+def test_keys_issue_prints_the_key_once_and_stores_its_digest(
+    tenant, admin, capsys
+) -> None:
+    code = tollgate(
+        "keys",
+        "issue",
+        "--user",
+        "alice",
+        "--tool",
+        "claude-code",
+        "--expires-in",
+        "30d",
+    )
 
     out, err = capsys.readouterr()
     key = out.strip()
@@ -97,36 +107,77 @@ def test_keys_issue_with_a_bad_lifetime_is_a_usage_error(tenant, capsys) -> None
 
 
 def test_budget_set_stores_a_calendar_override(tenant, admin, capsys) -> None:
-    code = tollgate("budget", "set", "user:alice", "--amount-usd", "300", "--period",
-                    "month", "--soft-limit", "80", "--soft-limit", "100")
+    code = tollgate(
+        "budget",
+        "set",
+        "user:alice",
+        "--amount-usd",
+        "300",
+        "--period",
+        "month",
+        "--soft-limit",
+        "80",
+        "--soft-limit",
+        "100",
+    )
 
     budget = read_overrides(admin, tenant)["user:alice"]
     assert 0 == code
     assert (300_000_000, "month", (80, 100)) == (
-        budget.capacity_micro_usd, budget.period, budget.soft_limits_percent)
+        budget.capacity_micro_usd,
+        budget.period,
+        budget.soft_limits_percent,
+    )
     assert "300.000000 USD per month, soft limits 80%, 100%" in capsys.readouterr().out
 
 
 def test_budget_set_stores_a_refilled_override(tenant, admin) -> None:
-    tollgate("budget", "set", "team:platform", "--capacity-usd", "50.5",
-             "--refill-usd", "5", "--refill-every", "12h")
+    tollgate(
+        "budget",
+        "set",
+        "team:platform",
+        "--capacity-usd",
+        "50.5",
+        "--refill-usd",
+        "5",
+        "--refill-every",
+        "12h",
+    )
 
     budget = read_overrides(admin, tenant)["team:platform"]
     assert (50_500_000, 5_000_000, 43_200_000) == (
-        budget.capacity_micro_usd, budget.refill_micro_usd, budget.refill_period_ms)
+        budget.capacity_micro_usd,
+        budget.refill_micro_usd,
+        budget.refill_period_ms,
+    )
 
 
-@pytest.mark.parametrize("argv", [
-    ("budget", "set", "everyone", "--capacity-usd", "5"),
-    ("budget", "set", "org", "--capacity-usd", "5", "--period", "month"),
-    ("budget", "set", "org", "--amount-usd", "5"),
-    ("budget", "set", "org", "--amount-usd", "5", "--period", "day",
-     "--refill-usd", "1"),
-    ("budget", "set", "org", "--capacity-usd", "-5"),
-    ("budget", "set", "org", "--capacity-usd", "5", "--soft-limit", "120"),
-])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ("budget", "set", "everyone", "--capacity-usd", "5"),
+        ("budget", "set", "org", "--capacity-usd", "5", "--period", "month"),
+        ("budget", "set", "org", "--amount-usd", "5"),
+        (
+            "budget",
+            "set",
+            "org",
+            "--amount-usd",
+            "5",
+            "--period",
+            "day",
+            "--refill-usd",
+            "1",
+        ),
+        ("budget", "set", "org", "--capacity-usd", "-5"),
+        ("budget", "set", "org", "--capacity-usd", "5", "--soft-limit", "120"),
+    ],
+)
 def test_invalid_budget_set_is_a_usage_error_and_stores_nothing(
-    tenant, admin, capsys, argv,
+    tenant,
+    admin,
+    capsys,
+    argv,
 ) -> None:
     assert 2 == tollgate(*argv)
     assert {} == read_overrides(admin, tenant)
@@ -134,13 +185,17 @@ def test_invalid_budget_set_is_a_usage_error_and_stores_nothing(
 
 
 def test_budget_show_reports_the_policy_budget_when_nothing_overrides_it(
-    tenant, capsys,
+    tenant,
+    capsys,
 ) -> None:
     tollgate("budget", "show", "user:bob", "--format", "json")
 
     [view] = json.loads(capsys.readouterr().out)
-    assert ("policy", 10_000_000, None) == (view["source"], view["level_now_micro_usd"],
-                                            view["bucket"])
+    assert ("policy", 10_000_000, None) == (
+        view["source"],
+        view["level_now_micro_usd"],
+        view["bucket"],
+    )
 
 
 def test_budget_unset_returns_the_scope_to_the_policy(tenant, admin, capsys) -> None:

@@ -53,8 +53,9 @@ async def client(redis_server: RedisProcess) -> AsyncIterator[aioredis.Redis]:
     await client.aclose()
 
 
-async def test_issued_key_identifies_its_identity_and_tool(admin, client,
-                                                           tenant) -> None:
+async def test_issued_key_identifies_its_identity_and_tool(
+    admin, client, tenant
+) -> None:
     key, issued = issue_key(admin, tenant, "alice", "claude-code", now_ms=NOW_MS)
 
     record = await KeyRing(client, tenant, clock=Clock()).identify(key)
@@ -95,7 +96,9 @@ async def test_revoked_key_identifies_no_one(admin, client, tenant) -> None:
 
 
 async def test_revocation_reaches_a_running_ring_within_its_cache_interval(
-    admin, client, tenant,
+    admin,
+    client,
+    tenant,
 ) -> None:
     key, record = issue_key(admin, tenant, "alice", now_ms=NOW_MS)
     clock = Clock()
@@ -154,12 +157,23 @@ def test_listing_shows_every_record_oldest_first_and_no_key(admin, tenant) -> No
     assert first_key not in repr(records)
 
 
-@pytest.mark.parametrize("identity, tool, lifetime_ms", [
-    ("", None, None), (" ", None, None), ("a" * 257, None, None),
-    ("alice", "bad tool", None), ("alice", None, 0), ("alice", None, -5),
-])
+@pytest.mark.parametrize(
+    "identity, tool, lifetime_ms",
+    [
+        ("", None, None),
+        (" ", None, None),
+        ("a" * 257, None, None),
+        ("alice", "bad tool", None),
+        ("alice", None, 0),
+        ("alice", None, -5),
+    ],
+)
 def test_invalid_issue_is_a_value_error_and_stores_nothing(
-    admin, tenant, identity, tool, lifetime_ms,
+    admin,
+    tenant,
+    identity,
+    tool,
+    lifetime_ms,
 ) -> None:
     with pytest.raises(ValueError):
         issue_key(admin, tenant, identity, tool, expires_in_ms=lifetime_ms)

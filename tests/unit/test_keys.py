@@ -42,9 +42,14 @@ class FakeRedis:
 
 
 def _record(**changes: object) -> KeyRecord:
-    values = {"key_id": key_digest(KEY)[:12], "identity": "alice",
-              "tool": "claude-code", "created_ms": NOW_MS - 1000, "expires_ms": None,
-              "revoked_ms": None}
+    values = {
+        "key_id": key_digest(KEY)[:12],
+        "identity": "alice",
+        "tool": "claude-code",
+        "created_ms": NOW_MS - 1000,
+        "expires_ms": None,
+        "revoked_ms": None,
+    }
     return KeyRecord(**{**values, **changes})
 
 
@@ -67,21 +72,32 @@ def test_new_keys_differ() -> None:
     assert keys.new_key() != keys.new_key()
 
 
-@pytest.mark.parametrize("value", [
-    "sk-proj-abc", "tgk_short", "tgk_" + "a" * 41, "tgk_" + "a" * 39 + " ",
-    "TGK_" + "a" * 40, "tgk_" + "a" * 39 + "=", "tgk_" + "a" * 40 + "\n",
-])
+@pytest.mark.parametrize(
+    "value",
+    [
+        "sk-proj-abc",
+        "tgk_short",
+        "tgk_" + "a" * 41,
+        "tgk_" + "a" * 39 + " ",
+        "TGK_" + "a" * 40,
+        "tgk_" + "a" * 39 + "=",
+        "tgk_" + "a" * 40 + "\n",
+    ],
+)
 def test_text_not_shaped_like_a_gateway_key_is_not_one(value: str) -> None:
     assert not looks_like_key(value)
 
 
-@pytest.mark.parametrize("headers", [
-    {"authorization": f"Bearer {KEY}"},
-    {"authorization": f"bearer  {KEY} "},
-    {"x-api-key": KEY},
-    {"api-key": KEY},
-    {"x-goog-api-key": KEY},
-])
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"authorization": f"Bearer {KEY}"},
+        {"authorization": f"bearer  {KEY} "},
+        {"x-api-key": KEY},
+        {"api-key": KEY},
+        {"x-goog-api-key": KEY},
+    ],
+)
 def test_presented_key_is_found_where_sdks_send_keys(headers: dict[str, str]) -> None:
     assert KEY == presented_key(headers)
 
@@ -164,7 +180,8 @@ async def test_revocation_takes_effect_when_the_cached_answer_runs_out() -> None
     ring, client, clock = _ring(_record(), cache_ttl_s=5.0)
     await ring.identify(KEY)
     client.hashes[keys.keys_hash("t")][key_digest(KEY)] = _record(
-        revoked_ms=NOW_MS).to_json()
+        revoked_ms=NOW_MS
+    ).to_json()
 
     clock.now_s += 1
     still = await ring.identify(KEY)
@@ -233,4 +250,6 @@ async def test_unreadable_stored_record_identifies_no_one(
         answer = await ring.identify(KEY)
 
     assert (None, ["unreadable key record ignored"]) == (
-        answer, [r.getMessage() for r in caplog.records])
+        answer,
+        [r.getMessage() for r in caplog.records],
+    )

@@ -81,10 +81,20 @@ async def _spend(store: BudgetStore, policy, identity: str, cost: int) -> None:
     caller = caller_for(policy, identity, None)
     buckets = buckets_for(policy, caller, NOW)
     rid = uuid.uuid4().hex
-    await store.reserve(rid, buckets, estimate_micro_usd=cost, estimate_tokens=0,
-                        record={}, now_ms=NOW_MS)
-    await store.settle(Settlement(rid, cost, 1, 1, False, "metered", {}), buckets,
-                       Attribution(identity, "openai", "gpt-4o"), now=NOW)
+    await store.reserve(
+        rid,
+        buckets,
+        estimate_micro_usd=cost,
+        estimate_tokens=0,
+        record={},
+        now_ms=NOW_MS,
+    )
+    await store.settle(
+        Settlement(rid, cost, 1, 1, False, "metered", {}),
+        buckets,
+        Attribution(identity, "openai", "gpt-4o"),
+        now=NOW,
+    )
 
 
 def test_override_is_stored_as_the_policy_budget_model(admin, policy) -> None:
@@ -92,11 +102,13 @@ def test_override_is_stored_as_the_policy_budget_model(admin, policy) -> None:
 
     assert {"user:alice": MONTHLY_500} == read_overrides(admin, policy.tenant)
     assert MONTHLY_500 == type(MONTHLY_500).model_validate_json(
-        admin.hget(overrides_hash(policy.tenant), "user:alice"))
+        admin.hget(overrides_hash(policy.tenant), "user:alice")
+    )
 
 
-async def test_server_loads_the_overrides_with_its_async_client(admin, store,
-                                                                policy) -> None:
+async def test_server_loads_the_overrides_with_its_async_client(
+    admin, store, policy
+) -> None:
     set_override(admin, policy.tenant, "team:platform", DAILY_20, now=NOW)
 
     loaded = await load_overrides(store._redis, policy.tenant)
@@ -114,8 +126,11 @@ def test_invalid_scope_stores_nothing(admin, policy) -> None:
 def test_scope_without_bucket_shows_the_policy_budget_full(admin, policy) -> None:
     view = budget_view(admin, policy.tenant, "user:alice", policy, NOW)
 
-    assert ("policy", None, 300_000_000) == (view.source, view.bucket,
-                                             view.level_now_micro_usd)
+    assert ("policy", None, 300_000_000) == (
+        view.source,
+        view.bucket,
+        view.level_now_micro_usd,
+    )
 
 
 async def test_show_reads_the_live_bucket(admin, store, policy) -> None:
@@ -124,7 +139,10 @@ async def test_show_reads_the_live_bucket(admin, store, policy) -> None:
     view = budget_view(admin, policy.tenant, "user:alice", policy, NOW)
 
     assert (260_000_000, 300_000_000, "month:2027-03-01") == (
-        view.bucket.level_micro_usd, view.bucket.capacity_micro_usd, view.bucket.period)
+        view.bucket.level_micro_usd,
+        view.bucket.capacity_micro_usd,
+        view.bucket.period,
+    )
     assert 260_000_000 == view.level_now_micro_usd
 
 
@@ -134,12 +152,15 @@ async def test_show_adds_the_refill_since_the_last_call(admin, store, policy) ->
 
     view = budget_view(admin, policy.tenant, "team:platform", policy, six_hours_later)
 
-    assert (960_000_000, 985_000_000) == (view.bucket.level_micro_usd,
-                                          view.level_now_micro_usd)
+    assert (960_000_000, 985_000_000) == (
+        view.bucket.level_micro_usd,
+        view.level_now_micro_usd,
+    )
 
 
-async def test_raising_a_budget_mid_period_adds_the_difference(admin, store,
-                                                               policy) -> None:
+async def test_raising_a_budget_mid_period_adds_the_difference(
+    admin, store, policy
+) -> None:
     await _spend(store, policy, "alice", 250_000_000)
 
     shift = set_override(admin, policy.tenant, "user:alice", MONTHLY_500, now=NOW)
@@ -149,34 +170,49 @@ async def test_raising_a_budget_mid_period_adds_the_difference(admin, store,
     assert ("override", MONTHLY_500) == (view.source, view.effective)
 
 
-async def test_lowering_a_budget_keeps_what_was_spent_spent(admin, store,
-                                                             policy) -> None:
+async def test_lowering_a_budget_keeps_what_was_spent_spent(
+    admin, store, policy
+) -> None:
     await _spend(store, policy, "alice", 50_000_000)
 
     set_override(admin, policy.tenant, "user:alice", MONTHLY_100, now=NOW)
 
-    assert 50_000_000 == budget_view(admin, policy.tenant, "user:alice", policy,
-                                     NOW).level_now_micro_usd
+    assert (
+        50_000_000
+        == budget_view(
+            admin, policy.tenant, "user:alice", policy, NOW
+        ).level_now_micro_usd
+    )
 
 
 async def test_next_reservation_with_the_override_applied_sees_the_rebased_level(
-    admin, store, policy,
+    admin,
+    store,
+    policy,
 ) -> None:
     await _spend(store, policy, "alice", 250_000_000)
     set_override(admin, policy.tenant, "user:alice", MONTHLY_500, now=NOW)
     caller = caller_for(policy, "alice", None)
     overrides = await load_overrides(store._redis, policy.tenant)
-    buckets = apply_overrides(buckets_for(policy, caller, NOW), caller, overrides,
-                              policy.timezone, NOW)
+    buckets = apply_overrides(
+        buckets_for(policy, caller, NOW), caller, overrides, policy.timezone, NOW
+    )
 
-    levels = await store.reserve("r-after", buckets, estimate_micro_usd=1_000_000,
-                                 estimate_tokens=0, record={}, now_ms=NOW_MS)
+    levels = await store.reserve(
+        "r-after",
+        buckets,
+        estimate_micro_usd=1_000_000,
+        estimate_tokens=0,
+        record={},
+        now_ms=NOW_MS,
+    )
 
     assert [249_000_000, 58, 749_000_000] == levels
 
 
-async def test_switching_kind_leaves_the_bucket_to_start_afresh(admin, store,
-                                                                policy) -> None:
+async def test_switching_kind_leaves_the_bucket_to_start_afresh(
+    admin, store, policy
+) -> None:
     await _spend(store, policy, "alice", 250_000_000)
 
     shift = set_override(admin, policy.tenant, "user:alice", DAILY_20, now=NOW)
@@ -185,24 +221,28 @@ async def test_switching_kind_leaves_the_bucket_to_start_afresh(admin, store,
     assert (0, 20_000_000) == (shift, view.level_now_micro_usd)
 
 
-async def test_removing_an_override_rebases_to_the_policy_budget(admin, store,
-                                                                 policy) -> None:
+async def test_removing_an_override_rebases_to_the_policy_budget(
+    admin, store, policy
+) -> None:
     await _spend(store, policy, "alice", 50_000_000)
     set_override(admin, policy.tenant, "user:alice", MONTHLY_500, now=NOW)
     fallback = policy.users["default"].budget
 
-    removed = remove_override(admin, policy.tenant, "user:alice", fallback=fallback,
-                              now=NOW)
-    again = remove_override(admin, policy.tenant, "user:alice", fallback=fallback,
-                            now=NOW)
+    removed = remove_override(
+        admin, policy.tenant, "user:alice", fallback=fallback, now=NOW
+    )
+    again = remove_override(
+        admin, policy.tenant, "user:alice", fallback=fallback, now=NOW
+    )
 
     view = budget_view(admin, policy.tenant, "user:alice", policy, NOW)
     assert (True, False) == (removed, again)
     assert ("policy", 250_000_000) == (view.source, view.level_now_micro_usd)
 
 
-async def test_list_shows_scopes_with_a_bucket_or_an_override(admin, store,
-                                                              policy) -> None:
+async def test_list_shows_scopes_with_a_bucket_or_an_override(
+    admin, store, policy
+) -> None:
     await _spend(store, policy, "alice", 1_000_000)
     set_override(admin, policy.tenant, "project:search", MONTHLY_100, now=NOW)
 

@@ -35,10 +35,17 @@ def _bucket(capacity: int, refill: int = 0, period_ms: int = DAY_MS) -> BucketSp
     return BucketSpec("user:alice", capacity, refill, period_ms)
 
 
-async def _reserve(store, request_id, estimate, buckets, now_ms=NOW_MS, record=None,
-                   tokens=0):
-    return await store.reserve(request_id, buckets, estimate_micro_usd=estimate,
-                               estimate_tokens=tokens, record=record or {}, now_ms=now_ms)
+async def _reserve(
+    store, request_id, estimate, buckets, now_ms=NOW_MS, record=None, tokens=0
+):
+    return await store.reserve(
+        request_id,
+        buckets,
+        estimate_micro_usd=estimate,
+        estimate_tokens=tokens,
+        record=record or {},
+        now_ms=now_ms,
+    )
 
 
 def _settlement(request_id: str, cost: int) -> Settlement:
@@ -153,7 +160,9 @@ async def test_concurrent_reservations_never_overshoot(store) -> None:
 
 
 async def test_expired_lease_is_charged_at_the_estimate_once(store) -> None:
-    await _reserve(store, "r1", 300, [_bucket(1000)], now_ms=NOW_MS, record={"identity": "alice"})
+    await _reserve(
+        store, "r1", 300, [_bucket(1000)], now_ms=NOW_MS, record={"identity": "alice"}
+    )
 
     charged = await settle_expired_leases(store, now_ms=NOW_MS + 61_000)
     again = await settle_expired_leases(store, now_ms=NOW_MS + 62_000)
@@ -197,8 +206,9 @@ async def test_levels_after_the_hold_are_returned_per_bucket(store) -> None:
 
 
 async def test_calendar_bucket_resets_when_the_period_changes(store) -> None:
-    march = BucketSpec("user:alice", 1000, period_id="month:2027-03-01",
-                       resets_at_ms=NOW_MS + 1000)
+    march = BucketSpec(
+        "user:alice", 1000, period_id="month:2027-03-01", resets_at_ms=NOW_MS + 1000
+    )
     april = BucketSpec("user:alice", 1000, period_id="month:2027-04-01")
     await _reserve(store, "r1", 900, [march])
     await store.settle(_settlement("r1", 900), [march], ALICE)
@@ -223,8 +233,9 @@ async def test_settlement_after_a_reset_does_not_refund_the_new_period(store) ->
 
 
 async def test_request_rate_limit_counts_requests_not_money(store) -> None:
-    rpm = BucketSpec("user:alice#rpm", 2, refill=2, refill_period_ms=60_000,
-                     unit="requests")
+    rpm = BucketSpec(
+        "user:alice#rpm", 2, refill=2, refill_period_ms=60_000, unit="requests"
+    )
     await _reserve(store, "r1", 5000, [rpm])
     await _reserve(store, "r2", 5000, [rpm])
 
@@ -236,8 +247,9 @@ async def test_request_rate_limit_counts_requests_not_money(store) -> None:
 
 
 async def test_token_rate_limit_settles_to_the_tokens_used(store) -> None:
-    tpm = BucketSpec("user:alice#tpm", 1000, refill=1000, refill_period_ms=60_000,
-                     unit="tokens")
+    tpm = BucketSpec(
+        "user:alice#tpm", 1000, refill=1000, refill_period_ms=60_000, unit="tokens"
+    )
     await _reserve(store, "r1", 50, [tpm], tokens=600)
 
     await store.settle(_settlement("r1", 20), [tpm], ALICE)
@@ -250,25 +262,30 @@ async def _events(store) -> list[dict[bytes, bytes]]:
 
 
 async def test_soft_limit_is_reported_once_per_period(store) -> None:
-    march = BucketSpec("team:platform", 1000, period_id="month:2027-03-01",
-                       soft_limits=(50, 100))
+    march = BucketSpec(
+        "team:platform", 1000, period_id="month:2027-03-01", soft_limits=(50, 100)
+    )
     for i, cost in enumerate([300, 300, 100]):
         await _reserve(store, f"r{i}", cost, [march])
         await store.settle(_settlement(f"r{i}", cost), [march], ALICE)
-    april = BucketSpec("team:platform", 1000, period_id="month:2027-04-01",
-                       soft_limits=(50, 100))
+    april = BucketSpec(
+        "team:platform", 1000, period_id="month:2027-04-01", soft_limits=(50, 100)
+    )
     await _reserve(store, "r9", 600, [april])
     await store.settle(_settlement("r9", 600), [april], ALICE)
 
     events = await _events(store)
 
     assert [(b"50", b"month:2027-03-01"), (b"50", b"month:2027-04-01")] == [
-        (e[b"percent"], e[b"period"]) for e in events]
+        (e[b"percent"], e[b"period"]) for e in events
+    ]
     assert (b"600", b"1000") == (events[0][b"spent"], events[0][b"capacity"])
 
 
 async def test_custom_labels_are_booked_as_spend_dimensions(store) -> None:
-    labelled = Attribution("alice", "openai", "gpt-4o", labels=(("workflow", "nightly"),))
+    labelled = Attribution(
+        "alice", "openai", "gpt-4o", labels=(("workflow", "nightly"),)
+    )
     await _reserve(store, "r1", 300, [_bucket(1000)])
 
     await store.settle(_settlement("r1", 120), [_bucket(1000)], labelled)

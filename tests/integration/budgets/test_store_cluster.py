@@ -19,10 +19,19 @@ async def test_every_key_of_a_tenant_lives_in_one_slot(redis_cluster) -> None:
     client = await open_async_client(redis_cluster.url, cluster=True)
     store = BudgetStore(client, f"t-{uuid.uuid4().hex[:8]}", lease_ms=60_000)
     buckets = [BucketSpec("user:alice", 1000), BucketSpec("team:platform", 5000)]
-    await store.reserve("r1", buckets, estimate_micro_usd=300, estimate_tokens=0,
-                        record={}, now_ms=NOW_MS)
-    await store.settle(Settlement("r1", 120, 1, 1, False, "metered", {}), buckets,
-                       Attribution("alice", "openai", "gpt-4o"))
+    await store.reserve(
+        "r1",
+        buckets,
+        estimate_micro_usd=300,
+        estimate_tokens=0,
+        record={},
+        now_ms=NOW_MS,
+    )
+    await store.settle(
+        Settlement("r1", 120, 1, 1, False, "metered", {}),
+        buckets,
+        Attribution("alice", "openai", "gpt-4o"),
+    )
 
     names = [name async for name in client.scan_iter(match=f"{store.keys.prefix}*")]
     slots = {client.keyslot(name) for name in names}
@@ -43,8 +52,13 @@ async def test_unreachable_cluster_is_store_unavailable_to_the_store() -> None:
 
     try:
         with pytest.raises(StoreUnavailable):
-            await store.reserve("r1", [BucketSpec("user:alice", 10)],
-                                estimate_micro_usd=1, estimate_tokens=0, record={},
-                                now_ms=NOW_MS)
+            await store.reserve(
+                "r1",
+                [BucketSpec("user:alice", 10)],
+                estimate_micro_usd=1,
+                estimate_tokens=0,
+                record={},
+                now_ms=NOW_MS,
+            )
     finally:
         await client.aclose()

@@ -18,7 +18,10 @@ def _files(folder: Path) -> dict[str, bytes]:
 def test_committed_generated_code_matches_a_fresh_generation(tmp_path: Path) -> None:
     done = subprocess.run(
         [sys.executable, str(ROOT / "scripts" / "gen-protos"), "--out", str(tmp_path)],
-        capture_output=True, text=True, check=False, timeout=120,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
     )
     assert 0 == done.returncode, done.stderr
 
@@ -37,5 +40,7 @@ def test_generated_service_imports_its_messages_from_its_own_package() -> None:
     from extproc.admin._gen import admin_pb2, admin_pb2_grpc
 
     assert admin_pb2 is admin_pb2_grpc.tollgate_dot_admin_dot_v1_dot_admin__pb2
-    assert "tollgate.admin.v1.Admin" == admin_pb2.DESCRIPTOR.services_by_name[
-        "Admin"].full_name
+    assert (
+        "tollgate.admin.v1.Admin"
+        == admin_pb2.DESCRIPTOR.services_by_name["Admin"].full_name
+    )

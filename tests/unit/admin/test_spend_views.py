@@ -12,17 +12,59 @@ from extproc.admin.spend_views import group_spend, parse_by, render_groups
 from extproc.spend import SpendRow
 
 ROWS = [
-    SpendRow("2027-03-01", "alice", "platform", "search", "claude-code", "anthropic",
-             "claude-sonnet-4", requests=2, input_tokens=100, output_tokens=10,
-             cost_micro_usd=1_500_000),
-    SpendRow("2027-03-01", "bob", "platform", "", "codex", "openai", "gpt-4o",
-             requests=1, input_tokens=50, output_tokens=5, cost_micro_usd=250_000,
-             estimated_cost_micro_usd=250_000),
-    SpendRow("2027-03-02", "alice", "platform", "search", "claude-code", "openai",
-             "gpt-4o", requests=3, input_tokens=30, output_tokens=3,
-             cost_micro_usd=100_000),
-    SpendRow("2027-03-02", "carol", "", "", "", "anthropic", "claude-sonnet-4",
-             requests=1, input_tokens=1, output_tokens=1, cost_micro_usd=7),
+    SpendRow(
+        "2027-03-01",
+        "alice",
+        "platform",
+        "search",
+        "claude-code",
+        "anthropic",
+        "claude-sonnet-4",
+        requests=2,
+        input_tokens=100,
+        output_tokens=10,
+        cost_micro_usd=1_500_000,
+    ),
+    SpendRow(
+        "2027-03-01",
+        "bob",
+        "platform",
+        "",
+        "codex",
+        "openai",
+        "gpt-4o",
+        requests=1,
+        input_tokens=50,
+        output_tokens=5,
+        cost_micro_usd=250_000,
+        estimated_cost_micro_usd=250_000,
+    ),
+    SpendRow(
+        "2027-03-02",
+        "alice",
+        "platform",
+        "search",
+        "claude-code",
+        "openai",
+        "gpt-4o",
+        requests=3,
+        input_tokens=30,
+        output_tokens=3,
+        cost_micro_usd=100_000,
+    ),
+    SpendRow(
+        "2027-03-02",
+        "carol",
+        "",
+        "",
+        "",
+        "anthropic",
+        "claude-sonnet-4",
+        requests=1,
+        input_tokens=1,
+        output_tokens=1,
+        cost_micro_usd=7,
+    ),
 ]
 
 
@@ -33,16 +75,21 @@ def test_rows_are_summed_per_combination_of_the_chosen_dimensions() -> None:
         ("", "anthropic", 1, 7),
         ("platform", "anthropic", 2, 1_500_000),
         ("platform", "openai", 4, 350_000),
-    ] == [(g["team"], g["provider"], g["requests"], g["cost_micro_usd"])
-          for g in groups]
+    ] == [
+        (g["team"], g["provider"], g["requests"], g["cost_micro_usd"]) for g in groups
+    ]
 
 
 def test_a_group_carries_only_its_dimensions_and_every_metric() -> None:
     group = group_spend(ROWS, ["day"])[0]
 
     assert {
-        "day": "2027-03-01", "requests": 3, "input_tokens": 150, "output_tokens": 15,
-        "cost_micro_usd": 1_750_000, "estimated_cost_micro_usd": 250_000,
+        "day": "2027-03-01",
+        "requests": 3,
+        "input_tokens": 150,
+        "output_tokens": 15,
+        "cost_micro_usd": 1_750_000,
+        "estimated_cost_micro_usd": 250_000,
     } == group
 
 
@@ -57,8 +104,12 @@ def test_no_rows_make_no_groups() -> None:
 def test_the_order_of_by_is_the_order_of_grouping() -> None:
     groups = group_spend(ROWS, ["provider", "identity"])
 
-    assert [("anthropic", "alice"), ("anthropic", "carol"), ("openai", "alice"),
-            ("openai", "bob")] == [(g["provider"], g["identity"]) for g in groups]
+    assert [
+        ("anthropic", "alice"),
+        ("anthropic", "carol"),
+        ("openai", "alice"),
+        ("openai", "bob"),
+    ] == [(g["provider"], g["identity"]) for g in groups]
 
 
 @pytest.mark.parametrize("text", ["team,colour", "team,team", "cost_micro_usd"])
@@ -75,8 +126,14 @@ def test_csv_has_the_dimensions_then_the_metrics() -> None:
     text = render_groups(group_spend(ROWS, ["tool"]), ["tool"], "csv")
 
     rows = list(csv.DictReader(io.StringIO(text)))
-    assert ["tool", "requests", "input_tokens", "output_tokens", "cost_micro_usd",
-            "estimated_cost_micro_usd"] == list(rows[0])
+    assert [
+        "tool",
+        "requests",
+        "input_tokens",
+        "output_tokens",
+        "cost_micro_usd",
+        "estimated_cost_micro_usd",
+    ] == list(rows[0])
     assert ["", "claude-code", "codex"] == [r["tool"] for r in rows]
 
 

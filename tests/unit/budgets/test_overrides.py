@@ -60,34 +60,60 @@ def _scopes(buckets: list[BucketSpec]) -> list[tuple[str, int]]:
     return [(b.scope, b.capacity) for b in buckets]
 
 
-@pytest.mark.parametrize("scope", [
-    "org", "user:alice", "user:spiffe://corp/ns/app", "team:platform",
-    "project:search", "tool:claude-code", "user:alice/tool:claude-code",
-])
+@pytest.mark.parametrize(
+    "scope",
+    [
+        "org",
+        "user:alice",
+        "user:spiffe://corp/ns/app",
+        "team:platform",
+        "project:search",
+        "tool:claude-code",
+        "user:alice/tool:claude-code",
+    ],
+)
 def test_known_scope_shapes_are_accepted(scope: str) -> None:
     assert scope == check_scope(scope)
 
 
-@pytest.mark.parametrize("scope", [
-    "", "alice", "group:x", "user:", "user:alice#rpm", "tool:Bad Tool",
-    "user:alice/tool:", "team:" + "x" * 257, "org:acme",
-])
+@pytest.mark.parametrize(
+    "scope",
+    [
+        "",
+        "alice",
+        "group:x",
+        "user:",
+        "user:alice#rpm",
+        "tool:Bad Tool",
+        "user:alice/tool:",
+        "team:" + "x" * 257,
+        "org:acme",
+    ],
+)
 def test_other_scopes_are_refused(scope: str) -> None:
     with pytest.raises(ValueError):
         check_scope(scope)
 
 
-@pytest.mark.parametrize("scope, capacity_micro_usd", [
-    ("org", 20_000_000_000), ("user:alice", 10_000_000), ("user:bob", 5_000_000),
-    ("team:platform", 3_000_000_000), ("project:search", 500_000_000),
-    ("user:alice/tool:claude-code", 300_000_000),
-])
+@pytest.mark.parametrize(
+    "scope, capacity_micro_usd",
+    [
+        ("org", 20_000_000_000),
+        ("user:alice", 10_000_000),
+        ("user:bob", 5_000_000),
+        ("team:platform", 3_000_000_000),
+        ("project:search", 500_000_000),
+        ("user:alice/tool:claude-code", 300_000_000),
+    ],
+)
 def test_policy_budget_of_each_scope_kind(scope: str, capacity_micro_usd: int) -> None:
     assert capacity_micro_usd == policy_budget(POLICY, scope).capacity_micro_usd
 
 
-@pytest.mark.parametrize("scope", ["team:research", "tool:claude-code", "team:nobody",
-                                   "user:alice/tool:codex"])
+@pytest.mark.parametrize(
+    "scope",
+    ["team:research", "tool:claude-code", "team:nobody", "user:alice/tool:codex"],
+)
 def test_scope_without_a_policy_budget_has_none(scope: str) -> None:
     assert None is policy_budget(POLICY, scope)
 
@@ -101,8 +127,12 @@ def test_scopes_of_a_caller_are_narrowest_first() -> None:
     caller = caller_for(POLICY, "alice", "claude-code")
 
     assert [
-        "user:alice", "user:alice/tool:claude-code", "tool:claude-code",
-        "project:search", "team:platform", "org",
+        "user:alice",
+        "user:alice/tool:claude-code",
+        "tool:claude-code",
+        "project:search",
+        "team:platform",
+        "org",
     ] == scopes_of(caller)
 
 
@@ -124,10 +154,17 @@ def test_override_adds_a_budget_where_the_policy_has_none_in_scope_order() -> No
     applied = _applied(caller_for(POLICY, "carol", None), {"team:research": BUCKET_7})
 
     assert [
-        "user:carol", "user:carol#rpm", "team:research", "team:research#rpm", "org",
+        "user:carol",
+        "user:carol#rpm",
+        "team:research",
+        "team:research#rpm",
+        "org",
     ] == [b.scope for b in applied]
     assert (7_000_000, 1_000_000, 3_600_000) == (
-        applied[2].capacity, applied[2].refill, applied[2].refill_period_ms)
+        applied[2].capacity,
+        applied[2].refill,
+        applied[2].refill_period_ms,
+    )
 
 
 def test_override_of_a_scope_the_caller_is_outside_of_changes_nothing() -> None:
@@ -145,7 +182,8 @@ def test_tool_overrides_apply_only_when_the_caller_uses_the_tool() -> None:
     without = _applied(caller_for(POLICY, "alice", None), overrides)
 
     assert ["user:alice/tool:codex", "tool:codex"] == [
-        b.scope for b in with_tool if "codex" in b.scope]
+        b.scope for b in with_tool if "codex" in b.scope
+    ]
     assert not [b for b in without if "codex" in b.scope]
 
 
@@ -162,26 +200,37 @@ def test_every_scope_holds_one_budget_bucket_at_most() -> None:
 
 def test_stored_level_of_a_refilled_bucket_regains_pro_rata_up_to_capacity() -> None:
     spec = BucketSpec("user:a", 1000, refill=100, refill_period_ms=1000)
-    state = BucketState(level_micro_usd=200, capacity_micro_usd=1000, period="",
-                        updated_ms=10_000)
+    state = BucketState(
+        level_micro_usd=200, capacity_micro_usd=1000, period="", updated_ms=10_000
+    )
 
     assert (200, 450, 1000) == (
-        state.level_at(spec, 10_000), state.level_at(spec, 12_500),
-        state.level_at(spec, 60_000))
+        state.level_at(spec, 10_000),
+        state.level_at(spec, 12_500),
+        state.level_at(spec, 60_000),
+    )
 
 
 def test_stored_level_of_a_past_calendar_period_reads_full() -> None:
     spec = BucketSpec("user:a", 1000, period_id="month:2027-04-01")
-    state = BucketState(level_micro_usd=-50, capacity_micro_usd=1000,
-                        period="month:2027-03-01", updated_ms=0)
+    state = BucketState(
+        level_micro_usd=-50,
+        capacity_micro_usd=1000,
+        period="month:2027-03-01",
+        updated_ms=0,
+    )
 
     assert 1000 == state.level_at(spec, 0)
 
 
 def test_stored_level_above_a_lowered_capacity_reads_as_the_capacity() -> None:
     spec = BucketSpec("user:a", 300, period_id="month:2027-03-01")
-    state = BucketState(level_micro_usd=900, capacity_micro_usd=1000,
-                        period="month:2027-03-01", updated_ms=0)
+    state = BucketState(
+        level_micro_usd=900,
+        capacity_micro_usd=1000,
+        period="month:2027-03-01",
+        updated_ms=0,
+    )
 
     assert 300 == state.level_at(spec, 0)
 
@@ -213,8 +262,11 @@ async def test_book_keeps_the_last_overrides_when_redis_does_not_answer(
 
 
 async def test_unreadable_override_is_left_out_of_the_book() -> None:
-    stored = {b"user:alice": b'{"amount_usd": "5"}', b"bad scope": b"{}",
-              b"team:x": MONTHLY_50.model_dump_json().encode()}
+    stored = {
+        b"user:alice": b'{"amount_usd": "5"}',
+        b"bad scope": b"{}",
+        b"team:x": MONTHLY_50.model_dump_json().encode(),
+    }
     book = OverrideBook()
 
     await book.refresh(FlakyRedis([stored]), "t")

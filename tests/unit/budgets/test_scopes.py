@@ -39,9 +39,14 @@ def test_member_gets_user_tool_project_team_and_org_buckets_narrowest_first() ->
     scopes = [b.scope for b in buckets_for(POLICY, caller, NOW)]
 
     assert [
-        "user:alice", "user:alice#rpm", "user:alice#tpm",
-        "user:alice/tool:claude-code", "tool:claude-code#rpm",
-        "project:search", "team:platform", "org",
+        "user:alice",
+        "user:alice#rpm",
+        "user:alice#tpm",
+        "user:alice/tool:claude-code",
+        "tool:claude-code#rpm",
+        "project:search",
+        "team:platform",
+        "org",
     ] == scopes
 
 
@@ -55,7 +60,10 @@ def test_named_user_replaces_the_default() -> None:
     buckets = buckets_for(POLICY, Caller("bob"), NOW)
 
     assert [("user:bob", 5_000_000, "day:2027-04-01")] == [
-        (b.scope, b.capacity, b.period_id) for b in buckets if b.scope.startswith("user")]
+        (b.scope, b.capacity, b.period_id)
+        for b in buckets
+        if b.scope.startswith("user")
+    ]
 
 
 def test_calendar_budget_uses_the_policy_time_zone() -> None:
@@ -67,12 +75,19 @@ def test_calendar_budget_uses_the_policy_time_zone() -> None:
 def test_rate_limits_refill_per_minute_in_their_own_unit() -> None:
     rpm = buckets_for(POLICY, Caller("zed"), NOW)[1]
 
-    assert (60, 60, 60_000, "requests") == (rpm.capacity, rpm.refill,
-                                            rpm.refill_period_ms, rpm.unit)
+    assert (60, 60, 60_000, "requests") == (
+        rpm.capacity,
+        rpm.refill,
+        rpm.refill_period_ms,
+        rpm.unit,
+    )
 
 
 def test_soft_limits_are_sorted() -> None:
-    team = [b for b in buckets_for(POLICY, caller_for(POLICY, "alice", None), NOW)
-            if b.scope == "team:platform"][0]
+    team = [
+        b
+        for b in buckets_for(POLICY, caller_for(POLICY, "alice", None), NOW)
+        if b.scope == "team:platform"
+    ][0]
 
     assert (80, 100) == team.soft_limits

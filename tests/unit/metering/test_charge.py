@@ -10,8 +10,15 @@ USAGE = Usage(input_tokens=100, output_tokens=20)
 
 
 def _facts(**overrides) -> CallFacts:
-    base = dict(billable=True, request_bytes=4000, output_cap_tokens=500, status=200,
-                reading=Reading(usage=USAGE), response_bytes=800, response_complete=True)
+    base = dict(
+        billable=True,
+        request_bytes=4000,
+        output_cap_tokens=500,
+        status=200,
+        reading=Reading(usage=USAGE),
+        response_bytes=800,
+        response_complete=True,
+    )
     return CallFacts(**{**base, **overrides})
 
 
@@ -29,13 +36,22 @@ def test_no_response_charges_the_reserved_output_cap() -> None:
     charge = decide_charge(_facts(status=None, reading=None))
 
     assert (Usage(1000, 500), True, "estimated_no_response") == (
-        charge.usage, charge.estimated, charge.outcome)
+        charge.usage,
+        charge.estimated,
+        charge.outcome,
+    )
 
 
 def test_http_error_without_usage_is_not_charged() -> None:
-    charge = decide_charge(_facts(status=429, reading=Reading(usage=None, problem="error: x")))
+    charge = decide_charge(
+        _facts(status=429, reading=Reading(usage=None, problem="error: x"))
+    )
 
-    assert (None, False, "upstream_error") == (charge.usage, charge.estimated, charge.outcome)
+    assert (None, False, "upstream_error") == (
+        charge.usage,
+        charge.estimated,
+        charge.outcome,
+    )
 
 
 def test_error_event_before_any_text_is_not_charged() -> None:
@@ -73,8 +89,11 @@ def test_cut_stream_keeps_reported_input_and_estimates_output() -> None:
     charge = decide_charge(_facts(reading=reading))
 
     assert "estimated_cut" == charge.outcome
-    assert (300, 200, 100) == (charge.usage.input_tokens, charge.usage.cache_read_tokens,
-                               charge.usage.output_tokens)
+    assert (300, 200, 100) == (
+        charge.usage.input_tokens,
+        charge.usage.cache_read_tokens,
+        charge.usage.output_tokens,
+    )
 
 
 def test_response_not_finished_is_estimated_even_with_usage() -> None:

@@ -34,15 +34,15 @@ def _problems(text: str) -> list[str]:
 def test_minimal_policy_parses_money_into_micro_usd() -> None:
     policy = parse_policy(MINIMAL)
 
-    assert 2_500_000 == policy.users['default'].budget.capacity_micro_usd
-    assert 1_000_000 == policy.users['default'].budget.refill_micro_usd
-    assert 3_600_000 == policy.users['default'].budget.refill_period_ms
+    assert 2_500_000 == policy.users["default"].budget.capacity_micro_usd
+    assert 1_000_000 == policy.users["default"].budget.refill_micro_usd
+    assert 3_600_000 == policy.users["default"].budget.refill_period_ms
 
 
 def test_float_money_is_exact() -> None:
     policy = parse_policy(MINIMAL.replace('"2.50"', "0.1"))
 
-    assert 100_000 == policy.users['default'].budget.capacity_micro_usd
+    assert 100_000 == policy.users["default"].budget.capacity_micro_usd
 
 
 def test_misspelled_key_is_named_with_its_line() -> None:
@@ -109,7 +109,8 @@ def test_missing_file_is_a_policy_error(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    "path", [ROOT / "policy.example.yaml", ROOT / "extproc" / "local" / "demo_policy.yaml"]
+    "path",
+    [ROOT / "policy.example.yaml", ROOT / "extproc" / "local" / "demo_policy.yaml"],
 )
 def test_shipped_policies_are_valid(path: Path) -> None:
     assert load_policy(path).providers

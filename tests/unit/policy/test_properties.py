@@ -9,16 +9,40 @@ from hypothesis import strategies as st
 from extproc.errors import PolicyError
 from extproc.policy import parse_policy
 
-KEYS = ["version", "providers", "users", "teams", "budget", "capacity_usd", "family",
-        "route_prefix", "openai", "default", "rate_limits", "amount_usd", "period",
-        "directory", "tools", "pricing", "timezone", "credential", "env", "typo"]
+KEYS = [
+    "version",
+    "providers",
+    "users",
+    "teams",
+    "budget",
+    "capacity_usd",
+    "family",
+    "route_prefix",
+    "openai",
+    "default",
+    "rate_limits",
+    "amount_usd",
+    "period",
+    "directory",
+    "tools",
+    "pricing",
+    "timezone",
+    "credential",
+    "env",
+    "typo",
+]
 
 printable = st.text(st.characters(blacklist_categories=("Cc", "Cs")), max_size=12)
 documents = st.recursive(
-    st.none() | st.booleans() | st.integers(-5, 10**12) | printable
+    st.none()
+    | st.booleans()
+    | st.integers(-5, 10**12)
+    | printable
     | st.sampled_from(["openai", "/openai", "month", "1d", "UTC", "-1", "1e9"]),
-    lambda inner: st.lists(inner, max_size=3)
-    | st.dictionaries(st.sampled_from(KEYS), inner, max_size=4),
+    lambda inner: (
+        st.lists(inner, max_size=3)
+        | st.dictionaries(st.sampled_from(KEYS), inner, max_size=4)
+    ),
     max_leaves=25,
 )
 

@@ -21,7 +21,7 @@ def _write(path: Path, text: str, tick: int) -> None:
 
 
 def _capacity(watcher: PolicyWatcher) -> int:
-    return watcher.current.users['default'].budget.capacity_micro_usd
+    return watcher.current.users["default"].budget.capacity_micro_usd
 
 
 def test_changed_file_takes_effect(tmp_path: Path) -> None:
@@ -42,7 +42,9 @@ def test_unchanged_file_is_not_reloaded(tmp_path: Path) -> None:
     assert watcher.check() is False
 
 
-def test_invalid_new_file_is_refused_and_old_policy_stays(tmp_path: Path, caplog) -> None:
+def test_invalid_new_file_is_refused_and_old_policy_stays(
+    tmp_path: Path, caplog
+) -> None:
     path = tmp_path / "policy.yaml"
     _write(path, GOOD % "1", 1)
     watcher = PolicyWatcher(path, lambda policy: policy)

@@ -17,15 +17,26 @@ def _library_micro(usage: genai_prices.Usage, model: str, provider: str) -> int:
 
 
 def test_known_model_is_priced_by_genai_prices_with_cache_rates() -> None:
-    usage = Usage(input_tokens=1532, output_tokens=33, cache_read_tokens=1111,
-                  cache_write_tokens=418)
+    usage = Usage(
+        input_tokens=1532,
+        output_tokens=33,
+        cache_read_tokens=1111,
+        cache_write_tokens=418,
+    )
 
-    price = Pricer(Pricing()).price("anthropic", "anthropic", "claude-sonnet-4-5", usage)
+    price = Pricer(Pricing()).price(
+        "anthropic", "anthropic", "claude-sonnet-4-5", usage
+    )
 
     expected = _library_micro(
-        genai_prices.Usage(input_tokens=1532, output_tokens=33, cache_read_tokens=1111,
-                           cache_write_tokens=418),
-        "claude-sonnet-4-5", "anthropic",
+        genai_prices.Usage(
+            input_tokens=1532,
+            output_tokens=33,
+            cache_read_tokens=1111,
+            cache_write_tokens=418,
+        ),
+        "claude-sonnet-4-5",
+        "anthropic",
     )
     assert (expected, "genai-prices") == (price.cost_micro_usd, price.source)
 
@@ -33,7 +44,9 @@ def test_known_model_is_priced_by_genai_prices_with_cache_rates() -> None:
 def test_cache_reads_cost_less_than_uncached_input() -> None:
     pricer = Pricer(Pricing())
 
-    cached = pricer.price("openai", "openai", "gpt-4o", Usage(4000, 0, cache_read_tokens=4000))
+    cached = pricer.price(
+        "openai", "openai", "gpt-4o", Usage(4000, 0, cache_read_tokens=4000)
+    )
     uncached = pricer.price("openai", "openai", "gpt-4o", Usage(4000, 0))
 
     assert cached.cost_micro_usd < uncached.cost_micro_usd
@@ -45,14 +58,22 @@ def test_one_hour_cache_writes_cost_more_than_five_minute_ones() -> None:
     long = Usage(1000, 10, cache_write_tokens=500, cache_write_1h_tokens=500)
 
     assert (
-        pricer.price("anthropic", "anthropic", "claude-sonnet-4-5", short).cost_micro_usd
-        < pricer.price("anthropic", "anthropic", "claude-sonnet-4-5", long).cost_micro_usd
+        pricer.price(
+            "anthropic", "anthropic", "claude-sonnet-4-5", short
+        ).cost_micro_usd
+        < pricer.price(
+            "anthropic", "anthropic", "claude-sonnet-4-5", long
+        ).cost_micro_usd
     )
 
 
 def test_policy_override_wins_over_the_library() -> None:
-    override = ModelPrice(model="gpt-4o", provider="openai", input_usd_per_mtok=Decimal(1),
-                          output_usd_per_mtok=Decimal(2))
+    override = ModelPrice(
+        model="gpt-4o",
+        provider="openai",
+        input_usd_per_mtok=Decimal(1),
+        output_usd_per_mtok=Decimal(2),
+    )
 
     price = Pricer(Pricing(models=(override,))).price(
         "openai", "openai", "GPT-4o", Usage(1_000_000, 500_000)
@@ -62,8 +83,11 @@ def test_policy_override_wins_over_the_library() -> None:
 
 
 def test_override_cache_rates_default_to_the_input_rate() -> None:
-    override = ModelPrice(model="my-llama", input_usd_per_mtok=Decimal("0.2"),
-                          output_usd_per_mtok=Decimal("0.6"))
+    override = ModelPrice(
+        model="my-llama",
+        input_usd_per_mtok=Decimal("0.2"),
+        output_usd_per_mtok=Decimal("0.6"),
+    )
 
     price = Pricer(Pricing(models=(override,))).price(
         "openai", "vllm", "my-llama", Usage(1000, 0, cache_read_tokens=1000)
@@ -73,12 +97,19 @@ def test_override_cache_rates_default_to_the_input_rate() -> None:
 
 
 def test_unknown_model_is_charged_the_fallback_rate_and_flagged() -> None:
-    pricing = Pricing(fallback=FallbackPrice(input_usd_per_mtok=Decimal(10),
-                                             output_usd_per_mtok=Decimal(30)))
+    pricing = Pricing(
+        fallback=FallbackPrice(
+            input_usd_per_mtok=Decimal(10), output_usd_per_mtok=Decimal(30)
+        )
+    )
 
     price = Pricer(pricing).price("openai", "openai", "no-such-model-x", Usage(100, 10))
 
-    assert (1300, "fallback", True) == (price.cost_micro_usd, price.source, price.flagged)
+    assert (1300, "fallback", True) == (
+        price.cost_micro_usd,
+        price.source,
+        price.flagged,
+    )
 
 
 def test_missing_model_is_charged_the_fallback_rate() -> None:
@@ -96,12 +127,22 @@ def test_sub_micro_cost_rounds_up_to_one_micro_usd() -> None:
 
 
 def test_zero_usage_costs_nothing() -> None:
-    assert 0 == Pricer(Pricing()).price("openai", "openai", "gpt-4o", Usage()).cost_micro_usd
+    assert (
+        0
+        == Pricer(Pricing()).price("openai", "openai", "gpt-4o", Usage()).cost_micro_usd
+    )
 
 
 def test_output_cap_comes_from_override_then_default() -> None:
-    override = ModelPrice(model="m", input_usd_per_mtok=Decimal(1),
-                          output_usd_per_mtok=Decimal(1), max_output_tokens=77)
+    override = ModelPrice(
+        model="m",
+        input_usd_per_mtok=Decimal(1),
+        output_usd_per_mtok=Decimal(1),
+        max_output_tokens=77,
+    )
     pricer = Pricer(Pricing(default_max_output_tokens=500, models=(override,)))
 
-    assert (77, 500) == (pricer.max_output_tokens("p", "m"), pricer.max_output_tokens("p", "x"))
+    assert (77, 500) == (
+        pricer.max_output_tokens("p", "m"),
+        pricer.max_output_tokens("p", "x"),
+    )

@@ -24,13 +24,37 @@ READERS = [
 ]
 
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False)
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False)
     | st.text(max_size=20),
-    lambda inner: st.lists(inner, max_size=4)
-    | st.dictionaries(st.sampled_from(
-        ["usage", "prompt_tokens", "completion_tokens", "input_tokens", "output_tokens",
-         "usageMetadata", "promptTokenCount", "type", "choices", "model", "error",
-         "message", "delta", "cache_read_input_tokens", "response"]), inner, max_size=5),
+    lambda inner: (
+        st.lists(inner, max_size=4)
+        | st.dictionaries(
+            st.sampled_from(
+                [
+                    "usage",
+                    "prompt_tokens",
+                    "completion_tokens",
+                    "input_tokens",
+                    "output_tokens",
+                    "usageMetadata",
+                    "promptTokenCount",
+                    "type",
+                    "choices",
+                    "model",
+                    "error",
+                    "message",
+                    "delta",
+                    "cache_read_input_tokens",
+                    "response",
+                ]
+            ),
+            inner,
+            max_size=5,
+        )
+    ),
     max_leaves=20,
 )
 
@@ -38,8 +62,9 @@ json_values = st.recursive(
 def _reader(name: str, path: str, content_type: str):
     provider = family(name)
     endpoint = provider.endpoint_for("POST", path)
-    return provider.open_reader(endpoint, streaming="json" not in content_type,
-                                content_type=content_type)
+    return provider.open_reader(
+        endpoint, streaming="json" not in content_type, content_type=content_type
+    )
 
 
 def _sse(values: list) -> bytes:
@@ -49,11 +74,13 @@ def _sse(values: list) -> bytes:
 @pytest.mark.parametrize(("name", "path", "content_type"), READERS)
 @given(data=st.binary(max_size=600), cut=st.integers(min_value=1, max_value=64))
 @settings(max_examples=60, deadline=None)
-def test_any_bytes_in_any_pieces_give_a_reading(name, path, content_type, data, cut) -> None:
+def test_any_bytes_in_any_pieces_give_a_reading(
+    name, path, content_type, data, cut
+) -> None:
     reader = _reader(name, path, content_type)
 
     for start in range(0, len(data), cut):
-        reader.feed(data[start:start + cut])
+        reader.feed(data[start : start + cut])
     reading = reader.finish()
 
     assert isinstance(reading, Reading)
@@ -67,15 +94,22 @@ def test_arbitrary_json_events_never_yield_negative_or_float_counts(
     name, path, content_type, values
 ) -> None:
     reader = _reader(name, path, content_type)
-    body = _sse(values) if "event-stream" in content_type else json.dumps(values).encode()
+    body = (
+        _sse(values) if "event-stream" in content_type else json.dumps(values).encode()
+    )
 
     reader.feed(body)
     reading = reader.finish()
 
     usage = reading.usage
     if usage is not None:
-        counts = [usage.input_tokens, usage.output_tokens, usage.cache_read_tokens,
-                  usage.cache_write_tokens, usage.cache_write_1h_tokens]
+        counts = [
+            usage.input_tokens,
+            usage.output_tokens,
+            usage.cache_read_tokens,
+            usage.cache_write_tokens,
+            usage.cache_write_1h_tokens,
+        ]
         assert all(isinstance(c, int) and c >= 0 for c in counts)
     else:
         assert reading.problem
@@ -86,9 +120,12 @@ def test_arbitrary_json_events_never_yield_negative_or_float_counts(
 @settings(max_examples=80, deadline=None)
 def test_request_reader_accepts_or_refuses_clearly(name, body) -> None:
     provider = family(name)
-    path = {"openai": "/v1/chat/completions", "anthropic": "/v1/messages",
-            "gemini": "/v1beta/models/g:generateContent",
-            "bedrock": "/model/m/converse"}[name]
+    path = {
+        "openai": "/v1/chat/completions",
+        "anthropic": "/v1/messages",
+        "gemini": "/v1beta/models/g:generateContent",
+        "bedrock": "/model/m/converse",
+    }[name]
     endpoint = provider.endpoint_for("POST", path)
 
     try:
