@@ -12,6 +12,7 @@ provider's real name, from a test CA).
 from __future__ import annotations
 
 import logging
+import socket
 import ssl
 import threading
 import time
@@ -46,13 +47,15 @@ class Reply:
     most one chunk (the value is sent as given: declaring more than the body
     makes a truncated reply, the connection closing after the body);
     otherwise chunked, each chunk written and flushed on its own with
-    ``chunk_delay_s`` between chunks.
+    ``chunk_delay_s`` between chunks. ``reset`` drops the connection after
+    the chunks instead of ending the body: an upstream failing mid-stream.
     """
 
     status: int
     headers: dict[str, str] = field(default_factory=dict)
     chunks: list[bytes] = field(default_factory=list)
     chunk_delay_s: float = 0.0
+    reset: bool = False
 
     @property
     def is_chunked(self) -> bool:
@@ -275,5 +278,9 @@ class _Handler(BaseHTTPRequestHandler):
                 continue
             self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
             self.wfile.flush()
+        if reply.reset:
+            self.close_connection = True
+            self.connection.shutdown(socket.SHUT_RDWR)
+            return
         self.wfile.write(b"0\r\n\r\n")
         self.wfile.flush()

@@ -25,6 +25,7 @@ from tests.provider_fixtures import FIXTURES
 REPLAY_HEADER = "x-replay-fixture"
 DELAY_HEADER = "x-replay-delay-ms"
 GZIP_HEADER = "x-replay-gzip"
+CUT_HEADER = "x-replay-cut-after"  # bytes streamed before the stand-in resets
 
 
 def meta(name: str) -> dict[str, Any]:
@@ -67,6 +68,11 @@ def replay_responder(request: RecordedRequest) -> Reply:
     body = fixture_body(name)
     headers = {"content-type": info.get("content_type") or "application/json"}
     delay_s = int(request.headers.get(DELAY_HEADER, "2")) / 1000
+    if request.headers.get(CUT_HEADER):
+        chunks = sse_chunks(body[: int(request.headers[CUT_HEADER])])
+        return Reply(
+            info["http_status"], headers, chunks, chunk_delay_s=0.05, reset=True
+        )
     if request.headers.get(GZIP_HEADER):
         headers["content-encoding"] = "gzip"
         body = gzip.compress(body)

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import http.client
 import json
 import time
 
 import pytest
 
-from tests.e2e.harness import DELAY_HEADER, REPLAY_HEADER
+from tests.e2e.harness import CUT_HEADER, DELAY_HEADER, REPLAY_HEADER
 
 pytestmark = pytest.mark.e2e
 
@@ -132,3 +133,38 @@ def test_access_log_carries_the_cost(gateway, identity) -> None:
     entries = _eventually(logged)
     assert entries, "no access log line for the request"
     assert str(cost) == str(entries[0]["cost_micro_usd"])
+
+
+def test_upstream_reset_mid_body_is_settled_once_with_an_estimate(
+    gateway, identity
+) -> None:
+    name = "anthropic_messages_stream_sdk_tool_use"
+    body = {
+        "model": "claude-sonnet-4-20250514",
+        "max_tokens": 300,
+        "stream": True,
+        "messages": [{"role": "user", "content": "hi"}],
+    }
+    headers = {"x-tollgate-identity": identity, REPLAY_HEADER: name, CUT_HEADER: "1500"}
+
+    connection = http.client.HTTPConnection(
+        "127.0.0.1", gateway.client.port, timeout=30
+    )
+    connection.request(
+        "POST",
+        "/anthropic/v1/messages",
+        json.dumps(body).encode(),
+        {"content-type": "application/json", **headers},
+    )
+    reply = connection.getresponse()
+    request_id = reply.getheader("x-tollgate-request-id")
+    with pytest.raises(http.client.IncompleteRead):
+        reply.read()  # Envoy passes the upstream's reset on to the client
+    connection.close()
+
+    settlement = gateway.ledger.settlement(request_id, timeout_s=20)
+    assert "estimated_cut" == settlement["outcome"]
+    assert settlement["cost_micro_usd"] > 0
+    assert 377 == settlement["detail"]["usage"]["input_tokens"]  # from message_start
+    time.sleep(0.5)
+    assert 1 == len(gateway.ledger.entries(request_id))
