@@ -130,7 +130,8 @@ def _spend(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"tollgate: {exc}", file=sys.stderr)
         return 2
-    tenant = load_policy(settings.policy_file).tenant
+    policy = load_policy(settings.policy_file)
+    tenant = policy.tenant
     last = datetime.now(UTC).date()
     first = last - timedelta(days=max(args.days, 1) - 1)
     try:
@@ -148,7 +149,7 @@ def _spend(args: argparse.Namespace) -> int:
     if by:
         print(render_groups(group_spend(rows, by), by, args.format))
     else:
-        print(render(rows, args.format))
+        print(render(rows, args.format, policy.currency))
     return 0
 
 

@@ -17,3 +17,16 @@ def format_usd(micro_usd: int) -> str:
     sign = "-" if micro_usd < 0 else ""
     whole, rest = divmod(abs(micro_usd), MICRO_PER_USD)
     return f"{sign}{whole}.{rest:06d}"
+
+
+def format_money(
+    micro_usd: int, code: str = "USD", per_usd: Decimal = Decimal(1)
+) -> str:
+    """Integer micro-USD in the organisation's currency, six decimals:
+    ``format_money(1_000_000, "EUR", Decimal("0.92"))`` -> ``0.920000 EUR``."""
+    if code.upper() == "USD" and per_usd == 1:
+        return f"{format_usd(micro_usd)} USD"
+    amount = (Decimal(micro_usd) * per_usd / MICRO_PER_USD).quantize(
+        Decimal("0.000001")
+    )
+    return f"{amount} {code.upper()}"

@@ -11,7 +11,8 @@ from datetime import date, timedelta
 import redis
 
 from extproc.budgets.store import Keys
-from extproc.money import format_usd
+from extproc.money import format_money
+from extproc.policy.model import Currency
 
 _DIMENSIONS = ("identity", "team", "project", "tool", "provider", "model")
 _METRICS = (
@@ -53,8 +54,9 @@ def read_spend(
     return sorted(rows, key=lambda r: (r.day, r.identity, r.tool, r.provider, r.model))
 
 
-def render(rows: list[SpendRow], fmt: str) -> str:
-    """``rows`` as ``table``, ``csv`` or ``json`` text."""
+def render(rows: list[SpendRow], fmt: str, currency: Currency | None = None) -> str:
+    """``rows`` as ``table`` (amounts in ``currency``), ``csv`` or ``json``
+    (amounts in integer micro-USD, as their field names say) text."""
     if fmt == "json":
         return json.dumps([asdict(r) for r in rows], indent=2)
     if fmt == "csv":
@@ -63,7 +65,7 @@ def render(rows: list[SpendRow], fmt: str) -> str:
         writer.writeheader()
         writer.writerows(asdict(r) for r in rows)
         return out.getvalue()
-    return _table(rows)
+    return _table(rows, currency or Currency())
 
 
 def _rows(day: str, raw: dict[bytes, bytes]) -> list[SpendRow]:
@@ -80,7 +82,10 @@ def _rows(day: str, raw: dict[bytes, bytes]) -> list[SpendRow]:
     return rows
 
 
-def _table(rows: list[SpendRow]) -> str:
+def _table(rows: list[SpendRow], currency: Currency) -> str:
+    def money(micro_usd: int) -> str:
+        return format_money(micro_usd, currency.code, currency.per_usd).split(" ")[0]
+
     header = (
         "day",
         "identity",
@@ -92,8 +97,8 @@ def _table(rows: list[SpendRow]) -> str:
         "requests",
         "in_tokens",
         "out_tokens",
-        "cost_usd",
-        "estimated_usd",
+        f"cost_{currency.code.lower()}",
+        f"estimated_{currency.code.lower()}",
     )
     lines = [header] + [
         (
@@ -107,8 +112,8 @@ def _table(rows: list[SpendRow]) -> str:
             str(r.requests),
             str(r.input_tokens),
             str(r.output_tokens),
-            format_usd(r.cost_micro_usd),
-            format_usd(r.estimated_cost_micro_usd),
+            money(r.cost_micro_usd),
+            money(r.estimated_cost_micro_usd),
         )
         for r in rows
     ]
@@ -117,4 +122,5 @@ def _table(rows: list[SpendRow]) -> str:
     text = "\n".join(
         "  ".join(c.ljust(w) for c, w in zip(line, widths)) for line in lines
     )
-    return f"{text}\ntotal {format_usd(total)} USD over {len(rows)} rows"
+    total_text = format_money(total, currency.code, currency.per_usd)
+    return f"{text}\ntotal {total_text} over {len(rows)} rows"

@@ -11,6 +11,7 @@ once its lease has run out.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 import logging
 import math
 from dataclasses import dataclass
@@ -21,7 +22,7 @@ from typing import Any
 from extproc.budgets.clients import AsyncClient, store_errors
 from extproc.budgets.scripts import RESERVE, SETTLE
 from extproc.errors import BudgetExceeded, RateLimited, StoreUnavailable
-from extproc.money import format_usd
+from extproc.money import format_money
 
 log = logging.getLogger(__name__)
 
@@ -189,7 +190,9 @@ class BudgetStore:
         *,
         lease_ms: int,
         spend_retention_s: int = SPEND_RETENTION_S,
+        money: Callable[[int], str] = format_money,
     ) -> None:
+        self._money = money  # how refusals show micro-USD to the client
         self._redis = client
         self.keys = Keys(tenant)
         self._lease_ms = lease_ms
@@ -238,7 +241,7 @@ class BudgetStore:
         if reply[0] == 0:
             refused = buckets[int(reply[1]) - 1]
             held = refused.hold(estimate_micro_usd, estimate_tokens)
-            raise _refusal(refused, int(reply[2]), held, now_ms)
+            raise _refusal(refused, int(reply[2]), held, now_ms, self._money)
         return [int(level) for level in reply[1:]]
 
     async def settle(
@@ -339,13 +342,15 @@ class BudgetStore:
             return await script(keys=keys, args=args)
 
 
-def _refusal(bucket: BucketSpec, level: int, held: int, now_ms: int) -> BudgetExceeded:
+def _refusal(
+    bucket: BucketSpec, level: int, held: int, now_ms: int, money: Callable[[int], str]
+) -> BudgetExceeded:
     kind = BudgetExceeded if bucket.unit == UNIT_MICRO_USD else RateLimited
     if held > bucket.capacity:
         return kind(
-            f"this request needs {_amount(bucket, held)}, more than the whole "
-            f"{_amount(bucket, bucket.capacity)} of {bucket.scope}; lower max_tokens "
-            "or the input",
+            f"this request needs {_amount(bucket, held, money)}, more than the whole "
+            f"{_amount(bucket, bucket.capacity, money)} of {bucket.scope}; lower "
+            "max_tokens or the input",
             scope=bucket.scope,
             retry_after_s=None,
         )
@@ -353,7 +358,7 @@ def _refusal(bucket: BucketSpec, level: int, held: int, now_ms: int) -> BudgetEx
     if bucket.unit == UNIT_MICRO_USD:
         message = (
             f"budget of {bucket.scope} cannot cover this request: estimated "
-            f"{format_usd(held)} USD, available {format_usd(max(level, 0))} USD"
+            f"{money(held)}, available {money(max(level, 0))}"
         )
     else:
         message = (
@@ -367,9 +372,9 @@ def _refusal(bucket: BucketSpec, level: int, held: int, now_ms: int) -> BudgetEx
     )
 
 
-def _amount(bucket: BucketSpec, amount: int) -> str:
+def _amount(bucket: BucketSpec, amount: int, money: Callable[[int], str]) -> str:
     if bucket.unit == UNIT_MICRO_USD:
-        return f"{format_usd(amount)} USD"
+        return money(amount)
     return f"{amount} {bucket.unit}"
 
 

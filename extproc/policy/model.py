@@ -125,6 +125,11 @@ class Budget(_Strict):
     refill_usd: Usd = Decimal(0)
     refill_every: str = "1d"
     amount_usd: Usd | None = None
+    # The same amounts in the policy's currency (``currency.code``); turned
+    # into USD at the policy's rate when the policy is read.
+    capacity: Usd | None = None
+    refill: Usd | None = None
+    amount: Usd | None = None
     period: Literal["day", "week", "month", "quarter"] | None = None
     soft_limits_percent: tuple[Annotated[int, Field(gt=0, le=100)], ...] = ()
     # Past a soft limit, or where the budget would refuse, a call to one of
@@ -140,7 +145,16 @@ class Budget(_Strict):
 
     @model_validator(mode="after")
     def _one_kind(self) -> Budget:
-        bucket, calendar = self.capacity_usd is not None, self.amount_usd is not None
+        pairs = (
+            ("capacity", "capacity_usd"),
+            ("refill", "refill_usd"),
+            ("amount", "amount_usd"),
+        )
+        for local, usd in pairs:
+            if getattr(self, local) is not None and usd in self.model_fields_set:
+                raise ValueError(f"give {local} or {usd}, not both")
+        bucket = self.capacity_usd is not None or self.capacity is not None
+        calendar = self.amount_usd is not None or self.amount is not None
         if bucket == calendar:
             raise ValueError(
                 "give either capacity_usd (a refilled bucket) or amount_usd with "
@@ -167,6 +181,37 @@ class Budget(_Strict):
     @property
     def refill_period_ms(self) -> int:
         return duration_ms(self.refill_every)
+
+    def in_usd(self, units_per_usd: Decimal) -> Budget:
+        """This budget with amounts given in the policy's currency turned
+        into USD (``units_per_usd`` units of that currency make one USD)."""
+        update: dict[str, Decimal | None] = {
+            "capacity": None,
+            "refill": None,
+            "amount": None,
+        }
+        for local, usd in (
+            ("capacity", "capacity_usd"),
+            ("refill", "refill_usd"),
+            ("amount", "amount_usd"),
+        ):
+            value = getattr(self, local)
+            if value is not None:
+                update[usd] = value / units_per_usd
+        return self.model_copy(update=update)
+
+
+class Currency(_Strict):
+    """The currency budgets, reports and errors speak; prices stay in USD."""
+
+    code: str = "USD"
+    per_usd: Decimal = Field(default=Decimal(1), gt=0, allow_inf_nan=False)
+
+    @model_validator(mode="after")
+    def _usd_is_one(self) -> Currency:
+        if self.code.upper() == "USD" and self.per_usd != 1:
+            raise ValueError("per_usd other than 1 needs a currency other than USD")
+        return self
 
 
 class RateLimits(_Strict):
@@ -256,6 +301,7 @@ class Policy(_Strict):
     version: Literal[1] = 1
     tenant: str = "default"
     timezone: str = "UTC"
+    currency: Currency = Currency()
     identity: Identity = Identity()
     providers: dict[str, Provider]
     directory: dict[str, Member] = {}
@@ -298,6 +344,38 @@ class Policy(_Strict):
                 )
             if prefix is not None:
                 seen[prefix] = name
+        return self
+
+    @model_validator(mode="after")
+    def _budgets_in_usd(self) -> Policy:
+        """Every budget held in USD from here on, whatever it was written in."""
+        rate = self.currency.per_usd
+
+        def convert(limits: Limits | None) -> Limits | None:
+            if limits is None or limits.budget is None:
+                return limits
+            return limits.model_copy(update={"budget": limits.budget.in_usd(rate)})
+
+        def convert_all(table: dict[str, Limits]) -> dict[str, Limits]:
+            return {name: convert(limits) for name, limits in table.items()}
+
+        tools = {
+            name: tool.model_copy(
+                update={
+                    "per_user": convert(tool.per_user),
+                    "overall": convert(tool.overall),
+                }
+            )
+            for name, tool in self.tools.limits.items()
+        }
+        for name, value in (
+            ("users", convert_all(self.users)),
+            ("teams", convert_all(self.teams)),
+            ("projects", convert_all(self.projects)),
+            ("organisation", convert(self.organisation)),
+            ("tools", self.tools.model_copy(update={"limits": tools})),
+        ):
+            object.__setattr__(self, name, value)
         return self
 
     @model_validator(mode="after")

@@ -127,6 +127,9 @@ def _read_spend(first: date, last: date) -> list[SpendRow] | None:
 
 
 def _currency(args: argparse.Namespace) -> tuple[str, Decimal]:
+    """The currency asked for on the command line, else the policy's."""
+    if getattr(args, "currency", None) is None and getattr(args, "rate", None) is None:
+        return _policy_currency()
     currency = (getattr(args, "currency", None) or "USD").strip().upper()
     raw = getattr(args, "rate", None)
     try:
@@ -138,6 +141,17 @@ def _currency(args: argparse.Namespace) -> tuple[str, Decimal]:
     if currency == "USD" and rate != 1:
         raise ValueError("a rate other than 1 needs a currency other than USD")
     return currency, rate
+
+
+def _policy_currency() -> tuple[str, Decimal]:
+    from extproc.policy import load_policy
+    from extproc.settings import Settings
+
+    settings = Settings()
+    if not settings.policy_file.exists():
+        return "USD", Decimal(1)
+    currency = load_policy(settings.policy_file).currency
+    return currency.code.upper(), currency.per_usd
 
 
 def _write(text: str, output: str | None) -> None:

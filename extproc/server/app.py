@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import signal
 from collections.abc import Callable
@@ -21,6 +22,7 @@ from extproc.budgets.store import BudgetStore
 from extproc.credentials import CredentialReader
 from extproc.errors import ConfigError
 from extproc.keys import KeyRing
+from extproc.money import format_money
 from extproc.policy import Policy, PolicyWatcher
 from extproc.server.runtime import Runtime
 from extproc.server.stream import ExternalProcessor

@@ -4,8 +4,10 @@ Cluster: every test that takes ``store`` runs on both."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import uuid
 from collections.abc import AsyncIterator
+from decimal import Decimal
 
 import pytest
 import redis.asyncio as aioredis
@@ -14,6 +16,7 @@ from redis.asyncio.cluster import RedisCluster
 from extproc.budgets.leases import settle_expired_leases
 from extproc.budgets.store import Attribution, BucketSpec, BudgetStore, Settlement
 from extproc.errors import BudgetExceeded, StoreUnavailable
+from extproc.money import format_money
 
 NOW_MS = 1_800_000_000_000
 DAY_MS = 86_400_000
@@ -338,3 +341,19 @@ async def test_lowered_budget_does_not_forget_what_was_spent(store) -> None:
     with pytest.raises(BudgetExceeded):
         await _reserve(store, "r2", 300, [BucketSpec("user:alice", 500)])
     assert [200] == await _reserve(store, "r3", 0, [BucketSpec("user:alice", 500)])
+
+
+async def test_refusal_speaks_the_organisations_currency(redis_server) -> None:
+    client = aioredis.from_url(redis_server.url)
+    money = functools.partial(format_money, code="EUR", per_usd=Decimal("0.92"))
+    store = BudgetStore(
+        client, "cur-" + uuid.uuid4().hex[:6], lease_ms=60_000, money=money
+    )
+    try:
+        await _reserve(store, "r1", 900_000, [BucketSpec("user:a", 1_000_000)])
+        with pytest.raises(BudgetExceeded) as refused:
+            await _reserve(store, "r2", 500_000, [BucketSpec("user:a", 1_000_000)])
+    finally:
+        await client.aclose()
+
+    assert "estimated 0.460000 EUR, available 0.092000 EUR" in refused.value.message
