@@ -6,6 +6,7 @@ import asyncio
 import json
 import logging
 import time
+from collections.abc import Callable
 
 from extproc.budgets.store import Attribution, BucketSpec, BudgetStore, Settlement
 from extproc.errors import StoreUnavailable
@@ -35,7 +36,7 @@ async def settle_expired_leases(
     return charged
 
 
-async def sweep_forever(store_of: callable, interval_ms: int) -> None:
+async def sweep_forever(store_of: Callable[[], BudgetStore], interval_ms: int) -> None:
     """Run ``settle_expired_leases`` every ``interval_ms`` until cancelled."""
     while True:
         await asyncio.sleep(interval_ms / 1000)
