@@ -368,6 +368,8 @@ class Policy(_Strict):
             )
             for name, tool in self.tools.limits.items()
         }
+        # The model is frozen for its readers; this validator still builds it
+        # and replaces whole fields once, before anyone holds the policy.
         for name, value in (
             ("users", convert_all(self.users)),
             ("teams", convert_all(self.teams)),
