@@ -1,9 +1,11 @@
 """Deciding what one call is charged: metered usage, an estimate, or nothing.
 
 A usage the response did not report is unknown, never zero: a successful
-call without usage is charged a length-based estimate and marked so. An
-upstream error that reports no usage is not charged, since providers do not
-bill refused calls.
+call without usage is charged a length-based estimate and marked so. So is a
+reported usage that cannot be true of a billed call: no input at all, or no
+output beside generated text (servers that fill the usage object with zeros
+they did not count). An upstream error that reports no usage is not charged,
+since providers do not bill refused calls.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ UPSTREAM_ERROR = "upstream_error"
 ESTIMATED_NO_USAGE = "estimated_no_usage"
 ESTIMATED_CUT = "estimated_cut"
 ESTIMATED_NO_RESPONSE = "estimated_no_response"
+ESTIMATED_ZERO_USAGE = "estimated_zero_usage"
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,13 +62,23 @@ def decide_charge(facts: CallFacts) -> Charge:
     reading = facts.reading or Reading(usage=None, problem="no reader", complete=False)
     complete = facts.response_complete and reading.complete
     if reading.usage is not None and complete:
-        return Charge(reading.usage, False, METERED)
+        if _plausible(reading.usage, reading):
+            return Charge(reading.usage, False, METERED)
+        return Charge(_estimate(facts, reading), True, ESTIMATED_ZERO_USAGE)
     if reading.usage is None and _upstream_refused(facts, reading):
         return Charge(None, False, UPSTREAM_ERROR)
 
     estimate = _estimate(facts, reading)
     outcome = ESTIMATED_CUT if not complete else ESTIMATED_NO_USAGE
     return Charge(estimate, True, outcome)
+
+
+def _plausible(usage: Usage, reading: Reading) -> bool:
+    """False for a usage that claims zero where the call visibly used tokens:
+    every billed call reads some input, and text came back from some output."""
+    if usage.input_tokens == 0:
+        return False
+    return usage.output_tokens > 0 or reading.text_chars == 0
 
 
 def _upstream_refused(facts: CallFacts, reading: Reading) -> bool:

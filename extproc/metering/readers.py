@@ -41,6 +41,10 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_MAX_BODY_BYTES = 8 * 1024 * 1024
 DEFAULT_MAX_EVENT_BYTES = 8 * 1024 * 1024
+# No call reads or writes a billion tokens (context windows are a few
+# million); a larger counter is a broken body, and pricing it could book an
+# absurd debt against a budget.
+MAX_TOKEN_COUNT = 1_000_000_000
 
 _MAX_PROBLEMS = 6
 _MAX_MESSAGE_CHARS = 200
@@ -55,7 +59,8 @@ def count(obj: Any, key: str) -> int | None:
     """The counter ``obj[key]``: None when absent or null.
 
     Raises ``MalformedUsage`` for a value that is not a non-negative integer
-    (an integral float such as ``12.0`` is accepted as 12).
+    (an integral float such as ``12.0`` is accepted as 12) or that is past
+    ``MAX_TOKEN_COUNT``.
     """
     if not isinstance(obj, Mapping):
         return None
@@ -65,7 +70,9 @@ def count(obj: Any, key: str) -> int | None:
     if isinstance(value, float) and value.is_integer():
         value = int(value)
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise MalformedUsage(f"{key}={value!r}")
+        raise MalformedUsage(f"{key}={short(repr(value))}")
+    if value > MAX_TOKEN_COUNT:
+        raise MalformedUsage(f"{key}={value} is past {MAX_TOKEN_COUNT} tokens")
 
     return value
 

@@ -17,6 +17,8 @@ from extproc.policy.model import Policy
 
 Lines = dict[tuple[Any, ...], int]
 
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+
 
 def load_policy(path: str | Path) -> Policy:
     """Read and validate the policy at ``path``. Raises ``PolicyError``."""
@@ -70,17 +72,7 @@ def _build(
     """
     lines[path] = node.start_mark.line + 1
     if isinstance(node, yaml.MappingNode):
-        result: dict[Any, Any] = {}
-        for key_node, value_node in node.value:
-            key = _scalar(key_node)
-            if key in result:
-                problems.append(
-                    f"line {key_node.start_mark.line + 1}: "
-                    f"{_dotted(path + (key,))}: key given twice"
-                )
-            result[key] = _build(value_node, path + (key,), lines, problems)
-            lines[path + (key,)] = key_node.start_mark.line + 1
-        return result
+        return _build_mapping(node, path, lines, problems)
     if isinstance(node, yaml.SequenceNode):
         return [
             _build(item, path + (index,), lines, problems)
@@ -88,6 +80,47 @@ def _build(
         ]
 
     return _scalar(node)
+
+
+def _build_mapping(
+    node: yaml.MappingNode, path: tuple[Any, ...], lines: Lines, problems: list[str]
+) -> dict[Any, Any]:
+    """A mapping's keys; ``<<: *anchor`` merge keys supply the keys that the
+    mapping does not set itself, as YAML's merge key type defines."""
+    result: dict[Any, Any] = {}
+    merged: dict[Any, Any] = {}
+    for key_node, value_node in node.value:
+        if key_node.tag == _MERGE_TAG:
+            merged = {**_merge_sources(value_node, path, lines, problems), **merged}
+            continue
+        key = _scalar(key_node)
+        if key in result:
+            problems.append(
+                f"line {key_node.start_mark.line + 1}: "
+                f"{_dotted(path + (key,))}: key given twice"
+            )
+        result[key] = _build(value_node, path + (key,), lines, problems)
+        lines[path + (key,)] = key_node.start_mark.line + 1
+
+    return {**merged, **result}
+
+
+def _merge_sources(
+    node: yaml.Node, path: tuple[Any, ...], lines: Lines, problems: list[str]
+) -> dict[Any, Any]:
+    """What ``<<`` merges in: one mapping, or a list of them (earlier wins)."""
+    sources = node.value if isinstance(node, yaml.SequenceNode) else [node]
+    merged: dict[Any, Any] = {}
+    for source in reversed(sources):
+        if not isinstance(source, yaml.MappingNode):
+            problems.append(
+                f"line {source.start_mark.line + 1}: {_dotted(path) or '(top level)'}"
+                ": << merges mappings only"
+            )
+            continue
+        merged.update(_build_mapping(source, path, lines, problems))
+
+    return merged
 
 
 def _scalar(node: yaml.Node) -> Any:

@@ -201,12 +201,22 @@ def _library_lookup(
 ) -> tuple[Any, Any] | None:
     if model is None:
         return None
-    try:
-        return data_snapshot.get_snapshot().find_provider_model(
-            model, None, provider_id, None
-        )
-    except LookupError:
-        return None
+    snapshot = data_snapshot.get_snapshot()
+    for name in _names_to_try(model):
+        try:
+            return snapshot.find_provider_model(name, None, provider_id, None)
+        except LookupError:
+            continue
+    return None
+
+
+def _names_to_try(model: str) -> tuple[str, ...]:
+    """``model``, then without a leading path such as ``openai/`` (routers
+    and compatible servers) or ``models/`` (Google's resource names). An
+    ARN is left whole: the library reads those itself."""
+    if "/" not in model or model.startswith("arn:"):
+        return (model,)
+    return (model, model.rsplit("/", 1)[1])
 
 
 def _library_usage(usage: Usage) -> genai_prices.Usage:

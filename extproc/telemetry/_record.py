@@ -17,7 +17,8 @@ class CallRecord:
     ``azure-openai``). ``decision`` is ``"allowed"`` or the refusal code
     (``budget_exceeded``, ``identity_missing``, ...), and ``scope`` names
     the budget scope that refused. ``outcome`` is how the cost was obtained
-    (``metered``, ``estimated_no_usage``, ``estimated_cut``,
+    (``metered``, ``estimated_no_usage``, ``estimated_zero_usage``,
+    ``estimated_cut``,
     ``estimated_no_response``, ``upstream_error``, ``free``,
     ``lease_expired``); ``estimated`` is True when the cost is an estimate.
     ``status`` is the upstream HTTP status, or the refusal's.

@@ -98,3 +98,41 @@ def test_cut_stream_keeps_reported_input_and_estimates_output() -> None:
 
 def test_response_not_finished_is_estimated_even_with_usage() -> None:
     assert "estimated_cut" == decide_charge(_facts(response_complete=False)).outcome
+
+
+def test_usage_of_all_zeros_on_a_success_is_estimated_not_free() -> None:
+    reading = Reading(usage=Usage(0, 0), text_chars=80)
+
+    charge = decide_charge(_facts(reading=reading))
+
+    assert (Usage(1000, 20), True, "estimated_zero_usage") == (
+        charge.usage,
+        charge.estimated,
+        charge.outcome,
+    )
+
+
+def test_zero_input_is_estimated_and_the_reported_output_kept() -> None:
+    reading = Reading(usage=Usage(0, 7), text_chars=4)
+
+    charge = decide_charge(_facts(reading=reading))
+
+    assert (1000, 7, "estimated_zero_usage") == (
+        charge.usage.input_tokens,
+        charge.usage.output_tokens,
+        charge.outcome,
+    )
+
+
+def test_zero_output_beside_generated_text_is_estimated() -> None:
+    reading = Reading(usage=Usage(100, 0), text_chars=40)
+
+    charge = decide_charge(_facts(reading=reading))
+
+    assert (Usage(100, 10), "estimated_zero_usage") == (charge.usage, charge.outcome)
+
+
+def test_zero_output_without_text_is_metered() -> None:
+    reading = Reading(usage=Usage(100, 0), text_chars=0)
+
+    assert "metered" == decide_charge(_facts(reading=reading)).outcome

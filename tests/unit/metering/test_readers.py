@@ -154,3 +154,8 @@ def test_body_kind_follows_the_content_type_first(
     content_type, streaming, kind
 ) -> None:
     assert kind == body_kind(content_type, streaming=streaming)
+
+
+def test_count_rejects_a_counter_no_call_could_reach() -> None:
+    with pytest.raises(MalformedUsage):
+        count({"n": 10**30}, "n")

@@ -114,3 +114,39 @@ def test_missing_file_is_a_policy_error(tmp_path: Path) -> None:
 )
 def test_shipped_policies_are_valid(path: Path) -> None:
     assert load_policy(path).providers
+
+
+def test_merge_keys_reuse_an_anchored_mapping_and_own_keys_win() -> None:
+    policy = parse_policy(
+        MINIMAL
+        + textwrap.dedent(
+            """\
+            teams:
+              platform: &team
+                budget: {amount_usd: "100", period: month}
+                rate_limits: {requests_per_minute: 60}
+              search:
+                <<: *team
+                rate_limits: {requests_per_minute: 10}
+            """
+        )
+    )
+
+    search = policy.teams["search"]
+    assert (100_000_000, 10) == (
+        search.budget.capacity_micro_usd,
+        search.rate_limits.requests_per_minute,
+    )
+
+
+def test_merging_a_scalar_is_refused_with_its_line() -> None:
+    problems = _problems(
+        MINIMAL
+        + """\
+teams:
+  search:
+    <<: just-a-string
+"""
+    )
+
+    assert ["line 12: teams.search: << merges mappings only"] == problems

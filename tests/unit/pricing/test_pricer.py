@@ -146,3 +146,17 @@ def test_output_cap_comes_from_override_then_default() -> None:
         pricer.max_output_tokens("p", "m"),
         pricer.max_output_tokens("p", "x"),
     )
+
+
+def test_a_model_named_with_a_provider_path_is_priced_as_the_model() -> None:
+    pricer = Pricer(Pricing())
+    usage = Usage(input_tokens=1000, output_tokens=100)
+
+    routed = pricer.price("openai", "openai", "openai/gpt-4o", usage)
+    google = pricer.price("gemini", "gemini", "models/gemini-2.5-flash", usage)
+
+    assert (
+        pricer.price("openai", "openai", "gpt-4o", usage).cost_micro_usd,
+        pricer.price("gemini", "gemini", "gemini-2.5-flash", usage).cost_micro_usd,
+        "genai-prices",
+    ) == (routed.cost_micro_usd, google.cost_micro_usd, routed.source)

@@ -1,0 +1,96 @@
+"""The response meter reads a body by what it is, whatever its label says."""
+
+from __future__ import annotations
+
+import gzip
+
+import pytest
+
+from extproc.metering.meter import ResponseMeter, body_format
+from extproc.metering.usage import Usage
+from extproc.providers import family
+from tests.provider_fixtures import FIXTURES
+
+OPENAI_STREAM = (
+    b'data: {"object":"chat.completion.chunk","model":"gpt-4o-mini",'
+    b'"choices":[{"index":0,"delta":{"content":"Hi"},"finish_reason":null}]}\n\n'
+    b'data: {"object":"chat.completion.chunk","model":"gpt-4o-mini","choices":[],'
+    b'"usage":{"prompt_tokens":10,"completion_tokens":2,"total_tokens":12}}\n\n'
+    b"data: [DONE]\n\n"
+)
+OPENAI_ERROR = b'{"error":{"message":"no such model","type":"invalid_request_error"}}'
+
+
+def meter(body: bytes, content_type: str, *, step: int = 0, **kwargs) -> object:
+    provider = family(kwargs.pop("provider", "openai"))
+    path = kwargs.pop("path", "/v1/chat/completions")
+    endpoint = provider.endpoint_for("POST", path)
+    response = ResponseMeter(provider, endpoint, content_type=content_type, **kwargs)
+    pieces = (
+        [body] if not step else [body[i : i + step] for i in range(0, len(body), step)]
+    )
+    for piece in pieces:
+        response.feed(piece)
+
+    return response.finish()
+
+
+@pytest.mark.parametrize("content_type", ["text/plain", "application/json", ""])
+def test_sse_under_another_content_type_is_read_as_sse(content_type) -> None:
+    reading = meter(OPENAI_STREAM, content_type)
+
+    assert (Usage(10, 2), None) == (reading.usage, reading.problem)
+
+
+def test_sse_fed_one_byte_at_a_time_is_sniffed_the_same() -> None:
+    reading = meter(OPENAI_STREAM, "text/plain", step=1)
+
+    assert Usage(10, 2) == reading.usage
+
+
+def test_json_error_labelled_as_event_stream_is_read_as_json() -> None:
+    reading = meter(OPENAI_ERROR, "text/event-stream")
+
+    assert "error: invalid_request_error: no such model" == reading.problem
+
+
+def test_mislabelled_gzip_stream_is_sniffed_after_decoding() -> None:
+    reading = meter(
+        gzip.compress(OPENAI_STREAM), "text/plain", step=7, content_encoding="gzip"
+    )
+
+    assert Usage(10, 2) == reading.usage
+
+
+def test_aws_event_stream_labelled_as_json_is_read_as_frames() -> None:
+    body = (FIXTURES / "bedrock_converse_stream.bin").read_bytes()
+    path = "/model/anthropic.claude-3-5-sonnet-20240620-v1%3A0/converse-stream"
+
+    reading = meter(body, "application/json", provider="bedrock", path=path)
+
+    assert (210, 18) == (reading.usage.input_tokens, reading.usage.output_tokens)
+
+
+def test_empty_body_has_no_usage_and_says_so() -> None:
+    reading = meter(b"", "application/json")
+
+    assert (None, "unparseable JSON body") == (reading.usage, reading.problem)
+
+
+@pytest.mark.parametrize(
+    ("declared", "head", "expected"),
+    [
+        ("application/json", b"  {", "application/json"),
+        (
+            "text/event-stream; charset=utf-8",
+            b"event: x",
+            "text/event-stream; charset=utf-8",
+        ),
+        ("text/plain", b"\r\n: ping", "text/event-stream"),
+        ("text/html", b"<html>", "text/html"),
+    ],
+)
+def test_body_format_keeps_a_label_the_bytes_do_not_contradict(
+    declared, head, expected
+) -> None:
+    assert expected == body_format(declared, head)
