@@ -7,10 +7,29 @@ import logging
 import subprocess
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Self
 
 logger = logging.getLogger(__name__)
 
 LOG_TAIL_LINES = 40
+
+
+class Started:
+    """A process (or server) run as a context manager: ``with`` starts it,
+    leaving the block stops it. Subclasses define ``start`` and ``stop``."""
+
+    def start(self) -> None:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
 
 
 def spawn(

@@ -19,7 +19,6 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 import yaml
@@ -166,7 +165,7 @@ def render_egress_config(
     return config
 
 
-class EnvoyProcess:
+class EnvoyProcess(_process.Started):
     """Run Envoy with ``config`` inside ``workdir`` for the life of a block.
 
     On enter: writes ``workdir/envoy.yaml``, starts Envoy and returns once the
@@ -231,18 +230,6 @@ class EnvoyProcess:
     @property
     def pid(self) -> int | None:
         return self._process.pid if self._process else None
-
-    def __enter__(self) -> EnvoyProcess:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     def start(self) -> None:
         """Start Envoy and wait until it is live; see the class docstring."""

@@ -7,7 +7,6 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from types import TracebackType
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -17,7 +16,7 @@ from extproc.local import _process
 from extproc.local.ports import free_port
 
 
-class ExtprocProcess:
+class ExtprocProcess(_process.Started):
     """The ext_proc server in its own process, for one ``with`` block.
 
     ``settings`` are ``TOLLGATE_*`` variables (without the prefix) added to
@@ -49,18 +48,6 @@ class ExtprocProcess:
         self._ready_timeout_s = ready_timeout_s
         self._stop_timeout_s = stop_timeout_s
         self._process: subprocess.Popen[bytes] | None = None
-
-    def __enter__(self) -> ExtprocProcess:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     def start(self) -> None:
         """Start the server and wait until its health check says SERVING."""

@@ -7,7 +7,6 @@ import socket
 import subprocess
 import time
 from pathlib import Path
-from types import TracebackType
 
 from extproc.errors import ConfigError
 from extproc.local import _process
@@ -17,7 +16,7 @@ from extproc.local.ports import free_port
 logger = logging.getLogger(__name__)
 
 
-class RedisProcess:
+class RedisProcess(_process.Started):
     """A redis-server on 127.0.0.1 with no persistence, for one ``with`` block.
 
     The port is fixed at construction (a free one when ``port`` is None) and
@@ -53,18 +52,6 @@ class RedisProcess:
     @property
     def running(self) -> bool:
         return self._process is not None and self._process.poll() is None
-
-    def __enter__(self) -> RedisProcess:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     def start(self) -> None:
         """Start redis-server on ``self.port`` and wait until it answers PING.

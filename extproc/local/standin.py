@@ -19,7 +19,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
+
+from extproc.local import _process
 
 logger = logging.getLogger(__name__)
 
@@ -66,7 +67,7 @@ class Reply:
 Responder = Callable[[RecordedRequest], Reply]
 
 
-class StandIn:
+class StandIn(_process.Started):
     """A threaded HTTP/1.1 server on 127.0.0.1 answering with ``responder``.
 
     Use as a context manager; ``port`` and ``url`` are valid inside the
@@ -106,18 +107,6 @@ class StandIn:
     def requests(self) -> list[RecordedRequest]:
         with self._lock:
             return list(self._requests)
-
-    def __enter__(self) -> StandIn:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     def start(self) -> None:
         self._server = _Server(self._address, _Handler, owner=self)
