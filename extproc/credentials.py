@@ -12,7 +12,7 @@ import json
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -24,22 +24,46 @@ from urllib.parse import unquote_plus
 from extproc.errors import CredentialError
 from extproc.policy.model import CredentialSource
 
-# Headers that carry a credential in some provider's API. All are removed from
-# every request before it goes upstream, whatever the provider.
+# Headers that carry a credential in some provider's API, or that would let a
+# client choose what the gateway's credential is billed to (an OpenAI
+# organisation or project, a Google quota project). All are removed from
+# every request before it goes upstream, whatever the provider; so is every
+# ``x-amz-*`` header (SigV4 parts), see ``client_credential_headers``.
 CLIENT_CREDENTIAL_HEADERS = (
     "authorization",
     "proxy-authorization",
     "x-api-key",
     "api-key",
     "x-goog-api-key",
+    "ocp-apim-subscription-key",
+    "cookie",
+    "openai-organization",
+    "openai-project",
+    "x-goog-user-project",
     "x-amz-security-token",
     "x-amz-date",
     "x-amz-content-sha256",
 )
+_CREDENTIAL_HEADER_PREFIX = "x-amz-"
 
 # Query parameters by which a provider accepts a credential (Gemini's
-# ``key``, Azure's ``api-key``); removed from every request like the headers.
-CLIENT_CREDENTIAL_QUERY_PARAMETERS = frozenset({"key", "api-key"})
+# ``key``, Azure's ``api-key``, Google's ``access_token``, the parts of a
+# presigned AWS URL); removed from every request like the headers.
+CLIENT_CREDENTIAL_QUERY_PARAMETERS = frozenset(
+    {"key", "api-key", "api_key", "apikey", "access_token"}
+)
+_CREDENTIAL_QUERY_PREFIX = "x-amz-"
+
+
+def client_credential_headers(sent: Iterable[str]) -> list[str]:
+    """The credential headers to remove from a request whose header names
+    (lower case) are ``sent``: the fixed list and every ``x-amz-*`` one."""
+    extra = [n for n in sent if n.startswith(_CREDENTIAL_HEADER_PREFIX)]
+    return [*CLIENT_CREDENTIAL_HEADERS, *(n for n in extra if n not in _FIXED)]
+
+
+_FIXED = frozenset(CLIENT_CREDENTIAL_HEADERS)
+
 
 _FILE_RECHECK_S = 1.0
 
@@ -50,13 +74,17 @@ def without_query_credentials(path: str) -> str:
     base, sep, query = path.partition("?")
     if not sep:
         return path
-    kept = [
-        item
-        for item in query.split("&")
-        if unquote_plus(item.partition("=")[0]).lower()
-        not in CLIENT_CREDENTIAL_QUERY_PARAMETERS
-    ]
+    kept = [item for item in query.split("&") if not _is_credential(item)]
     return f"{base}?{'&'.join(kept)}" if kept else base
+
+
+def _is_credential(item: str) -> bool:
+    # Servers read "key[]", "KEY" or "key%00" as "key"; so does this.
+    name = unquote_plus(item.partition("=")[0]).lower()
+    name = name.strip("\x00\t ").removesuffix("[]").strip("\x00\t ")
+    return name in CLIENT_CREDENTIAL_QUERY_PARAMETERS or name.startswith(
+        _CREDENTIAL_QUERY_PREFIX
+    )
 
 
 class Secret:

@@ -13,6 +13,7 @@ from extproc.errors import BadRequest, IdentityInvalid, IdentityMissing
 from extproc.policy.model import AttributionHeader, Tools
 
 MAX_IDENTITY_LENGTH = 256
+_SCOPE_MARKS = ("#", "/tool:")
 _TOOL_NAME = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 _LABEL_PART = re.compile(r"^[A-Za-z0-9._:/-]{1,128}$")
 
@@ -38,20 +39,24 @@ KNOWN_TOOLS: tuple[tuple[str, str], ...] = (
 )
 
 
-def identity_from(headers: dict[str, str], header: str, *, copies: int = 1) -> str:
-    """The caller's identity from ``header`` (sent ``copies`` times).
+def identity_from(values: list[bytes], header: str) -> str:
+    """The caller's identity from the raw ``values`` sent in ``header``.
 
     Raises ``IdentityMissing`` naming the header when it is absent, and
-    ``IdentityInvalid`` when it is repeated, too long or not printable.
+    ``IdentityInvalid`` when it is repeated, not UTF-8, too long, not
+    printable, or holds what would make it another scope's name.
     """
-    value = headers.get(header, "").strip()
+    if len(values) > 1:
+        raise IdentityInvalid(
+            f"the {header} header must be sent once, not {len(values)} times"
+        )
+    try:
+        value = values[0].decode("utf-8").strip() if values else ""
+    except UnicodeDecodeError:
+        raise IdentityInvalid(f"the {header} header must be UTF-8 text") from None
     if not value:
         raise IdentityMissing(
             f"this gateway needs the caller's identity in the {header} header"
-        )
-    if copies > 1:
-        raise IdentityInvalid(
-            f"the {header} header must be sent once, not {copies} times"
         )
     if "," in value:
         # Proxies join repeated headers with commas; an identity holding one
@@ -62,6 +67,10 @@ def identity_from(headers: dict[str, str], header: str, *, copies: int = 1) -> s
             f"the {header} header must be printable text of at most "
             f"{MAX_IDENTITY_LENGTH} characters"
         )
+    if any(mark in value for mark in _SCOPE_MARKS):
+        # Bucket names are built from the identity: "user:alice#rpm" is
+        # alice's rate limit, "user:alice/tool:x" her budget for tool x.
+        raise IdentityInvalid(f"the {header} header must not contain '#' or '/tool:'")
     return value
 
 

@@ -37,7 +37,8 @@ from typing import Any
 
 from extproc.budgets.clients import AsyncClient, SyncClient, store_errors
 from extproc.budgets.store import Keys
-from extproc.identity import MAX_IDENTITY_LENGTH as MAX_IDENTITY_CHARS
+from extproc.errors import Refusal
+from extproc.identity import identity_from
 
 log = logging.getLogger(__name__)
 
@@ -341,12 +342,11 @@ def _parsed(tenant: str, field: bytes | str, value: bytes | str) -> KeyRecord | 
 
 
 def _checked_identity(identity: str) -> str:
-    identity = identity.strip()
-    if not identity or len(identity) > MAX_IDENTITY_CHARS or not identity.isprintable():
-        raise ValueError(
-            f"an identity is printable text of 1 to {MAX_IDENTITY_CHARS} characters"
-        )
-    return identity
+    """The identity as the trusted header would have to carry it."""
+    try:
+        return identity_from([identity.encode()], "identity")
+    except Refusal as exc:
+        raise ValueError(exc.message) from None
 
 
 def _checked_tool(tool: str | None) -> str | None:

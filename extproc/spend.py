@@ -11,6 +11,7 @@ from datetime import date, timedelta
 import redis
 
 from extproc.budgets.store import Keys
+from extproc.csv_cells import safe_record
 from extproc.money import format_money
 from extproc.policy.model import Currency
 
@@ -63,7 +64,7 @@ def render(rows: list[SpendRow], fmt: str, currency: Currency | None = None) -> 
         out = io.StringIO()
         writer = csv.DictWriter(out, fieldnames=list(SpendRow.__dataclass_fields__))
         writer.writeheader()
-        writer.writerows(asdict(r) for r in rows)
+        writer.writerows(safe_record(asdict(r)) for r in rows)
         return out.getvalue()
     return _table(rows, currency or Currency())
 

@@ -13,6 +13,7 @@ import io
 import json
 from typing import Any
 
+from extproc.csv_cells import safe_record
 from extproc.money import format_usd
 from extproc.spend import SpendRow
 
@@ -71,7 +72,7 @@ def render_groups(groups: list[dict[str, Any]], by: list[str], fmt: str) -> str:
         out = io.StringIO()
         writer = csv.DictWriter(out, fieldnames=[*by, *METRICS])
         writer.writeheader()
-        writer.writerows(groups)
+        writer.writerows(safe_record(group) for group in groups)
         return out.getvalue()
     return _table(groups, by)
 

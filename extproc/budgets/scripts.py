@@ -8,8 +8,8 @@ limits); Lua numbers are doubles, exact for integers below 2**53.
 A bucket is a hash with fields ``level`` (what is left; may go below zero
 when a call costs more than its estimate), ``ts`` (ms of the last refill),
 ``cap``, ``period`` (the calendar period id; empty for a continuously
-refilled bucket) and ``alert:<percent>`` (the period in which that soft
-limit was last reported).
+refilled bucket), ``inflight`` (what reservations not yet settled hold) and
+``alert:<percent>`` (the period in which that soft limit was last reported).
 """
 
 # KEYS[1]   reservation hash        tg:{t}:resv:<request_id>
@@ -24,8 +24,9 @@ limit was last reported).
 #           refill period ms, calendar period id ('' for a refilled bucket),
 #           amount to hold
 # Returns   {1, level_1, ..., level_n} held on every bucket (levels after)
-#           {0, i, level} bucket i (1-based) cannot hold its amount; nothing
-#           is held
+#           {0, i, level, in_flight} bucket i (1-based) cannot hold its
+#           amount; nothing is held; in_flight is what calls still running
+#           hold on it (they give back what they do not use)
 #           {-1} a reservation with this request id already exists
 RESERVE = """
 local now = tonumber(ARGV[1])
@@ -62,7 +63,8 @@ for i = 1, n do
     level = cap
   end
   if hold > 0 and level < hold then
-    return {0, i, level}
+    local in_flight = tonumber(redis.call('HGET', KEYS[i + 2], 'inflight')) or 0
+    return {0, i, level, math.max(in_flight, 0)}
   end
   levels[i], stamps[i] = level - hold, ts
 end
@@ -80,6 +82,7 @@ for i = 1, n do
   end
   redis.call('HSET', key, 'level', levels[i], 'ts', stamps[i],
              'cap', ARGV[at + 1], 'period', ARGV[at + 4])
+  redis.call('HINCRBY', key, 'inflight', ARGV[at + 5])
   buckets[i], periods[i], holds[i] = key, ARGV[at + 4], ARGV[at + 5]
 end
 redis.call('HSET', KEYS[1], 'estimate', ARGV[2], 'created', now,
@@ -114,12 +117,14 @@ return reply
 # ARGV[11]  outcome word for the ledger (metered, estimated_cut, ...)
 # ARGV[12]  now, ms since the epoch
 # ARGV[13]  'held' to replace a reservation; 'direct' to charge a call that
-#           was admitted without one (the store was unreachable then)
+#           was admitted without one (the store was unreachable then);
+#           'release' to give a reservation back whole and book nothing (the
+#           gateway refused the call after reserving, so it never ran)
 # ARGV[14..] two per bucket, in KEYS order: the amount actually used
 #           (-1: what was held), soft limits as comma-separated percents;
 #           then any further spend field prefixes (custom attribution), each
 #           booked with the cost and one request
-# Returns   {1, cost} settled now
+# Returns   {1, cost} settled now (cost 0 for a release)
 #           {0, 'settled'} this request was settled before: nothing changes
 #           {0, 'unknown'} no reservation with this id: nothing changes
 SETTLE = """
@@ -160,6 +165,9 @@ for i = 7, #KEYS do
     refund = 0
   end
   local level = redis.call('HINCRBY', KEYS[i], 'level', refund - used)
+  if hold > 0 and redis.call('HINCRBY', KEYS[i], 'inflight', -hold) < 0 then
+    redis.call('HSET', KEYS[i], 'inflight', 0)
+  end
   local cap = tonumber(state[2])
   if cap ~= nil and level > cap then
     level = cap
@@ -186,6 +194,10 @@ end
 
 redis.call('DEL', KEYS[1])
 redis.call('ZREM', KEYS[2], ARGV[1])
+if ARGV[13] == 'release' then
+  redis.call('SET', KEYS[3], 0, 'EX', tonumber(ARGV[3]))
+  return {1, 0}
+end
 redis.call('SET', KEYS[3], cost, 'EX', tonumber(ARGV[3]))
 local prefix = ARGV[5]
 redis.call('HINCRBY', KEYS[5], prefix .. 'cost_micro_usd', cost)

@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 SETTLED_MARKER_TTL_S = 7 * 86_400
 SPEND_RETENTION_S = 400 * 86_400
 LEDGER_MAX_ENTRIES = 1_000_000
+IN_FLIGHT_RETRY_S = 2  # retry-after when calls in flight hold what is missing
 
 
 UNIT_MICRO_USD = "micro_usd"
@@ -241,7 +242,8 @@ class BudgetStore:
         if reply[0] == 0:
             refused = buckets[int(reply[1]) - 1]
             held = refused.hold(estimate_micro_usd, estimate_tokens)
-            raise _refusal(refused, int(reply[2]), held, now_ms, self._money)
+            in_flight = int(reply[3]) if len(reply) > 3 else 0
+            raise _refusal(refused, int(reply[2]), held, now_ms, self._money, in_flight)
         return [int(level) for level in reply[1:]]
 
     async def settle(
@@ -303,6 +305,30 @@ class BudgetStore:
             )
         return reply[0] == 1
 
+    async def release(
+        self, request_id: str, buckets: list[BucketSpec], *, now: datetime | None = None
+    ) -> bool:
+        """Give a reservation back whole, booking no spend: for a call the
+        gateway refused after reserving, which never reached the provider.
+        True if released now; False if it was settled before or is unknown.
+        """
+        now = now or datetime.now(UTC)
+        keys = [
+            self.keys.reservation(request_id),
+            self.keys.leases,
+            self.keys.settled(request_id),
+            self.keys.ledger,
+            self.keys.spend(now.strftime("%Y-%m-%d")),
+            self.keys.events,
+        ] + [self.keys.bucket(b.scope) for b in buckets]
+        args: list[Any] = [request_id, 0, SETTLED_MARKER_TTL_S, 0, "", 0, 0, "0"]
+        args += [LEDGER_MAX_ENTRIES, "{}", "released", int(now.timestamp() * 1000)]
+        args += ["release", *([0, ""] * len(buckets))]
+
+        reply = await self._call(self._settle, keys, args)
+
+        return reply[0] == 1
+
     async def extend_leases(self, request_ids: list[str], now_ms: int) -> None:
         """Push the lease of each held reservation to ``now_ms`` + the lease.
 
@@ -343,8 +369,15 @@ class BudgetStore:
 
 
 def _refusal(
-    bucket: BucketSpec, level: int, held: int, now_ms: int, money: Callable[[int], str]
+    bucket: BucketSpec,
+    level: int,
+    held: int,
+    now_ms: int,
+    money: Callable[[int], str],
+    in_flight: int = 0,
 ) -> BudgetExceeded:
+    """The refusal of a call that would hold ``held`` on ``bucket``, which
+    has ``level`` left and ``in_flight`` held by calls still running."""
     kind = BudgetExceeded if bucket.unit == UNIT_MICRO_USD else RateLimited
     if held > bucket.capacity:
         return kind(
@@ -362,9 +395,16 @@ def _refusal(
         )
     else:
         message = (
-            f"rate limit of {bucket.scope} reached: this request needs {held} "
-            f"{bucket.unit}, {max(level, 0)} left"
+            f"rate limit of {bucket.scope} reached: this request needs "
+            f"{_amount(bucket, held, money)}, {max(level, 0)} left"
         )
+    gives_back = bucket.unit != UNIT_REQUESTS  # a request stays counted
+    if gives_back and in_flight > 0 and level + in_flight >= held:
+        # Calls in flight hold their estimates and give back what they do
+        # not use when they end, usually within seconds: waiting for the
+        # refill alone would overstate the wait.
+        retry_after_s = min(retry_after_s, IN_FLIGHT_RETRY_S)
+        message += f" ({_amount(bucket, in_flight, money)} is held by calls in flight)"
     return kind(
         f"{message}; retry in {retry_after_s} s",
         scope=bucket.scope,
@@ -375,7 +415,8 @@ def _refusal(
 def _amount(bucket: BucketSpec, amount: int, money: Callable[[int], str]) -> str:
     if bucket.unit == UNIT_MICRO_USD:
         return money(amount)
-    return f"{amount} {bucket.unit}"
+    unit = bucket.unit.removesuffix("s") if amount == 1 else bucket.unit
+    return f"{amount} {unit}"
 
 
 def _seconds_until(bucket: BucketSpec, missing: int, now_ms: int) -> int:

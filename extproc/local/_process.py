@@ -32,6 +32,17 @@ class Started:
         self.stop()
 
 
+class Child(Started):
+    """A ``Started`` that runs one child process, kept in ``_process``."""
+
+    _process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def running(self) -> bool:
+        """True while the child process has not exited."""
+        return self._process is not None and self._process.poll() is None
+
+
 def spawn(
     argv: list[str],
     log_path: Path,

@@ -165,7 +165,7 @@ def render_egress_config(
     return config
 
 
-class EnvoyProcess(_process.Started):
+class EnvoyProcess(_process.Child):
     """Run Envoy with ``config`` inside ``workdir`` for the life of a block.
 
     On enter: writes ``workdir/envoy.yaml``, starts Envoy and returns once the

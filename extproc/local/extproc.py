@@ -16,7 +16,7 @@ from extproc.local import _process
 from extproc.local.ports import free_port
 
 
-class ExtprocProcess(_process.Started):
+class ExtprocProcess(_process.Child):
     """The ext_proc server in its own process, for one ``with`` block.
 
     ``settings`` are ``TOLLGATE_*`` variables (without the prefix) added to

@@ -16,7 +16,7 @@ from extproc.local.ports import free_port
 logger = logging.getLogger(__name__)
 
 
-class RedisProcess(_process.Started):
+class RedisProcess(_process.Child):
     """A redis-server on 127.0.0.1 with no persistence, for one ``with`` block.
 
     The port is fixed at construction (a free one when ``port`` is None) and
@@ -48,10 +48,6 @@ class RedisProcess(_process.Started):
     def url(self) -> str:
         """``redis://127.0.0.1:PORT/0``."""
         return f"redis://127.0.0.1:{self.port}/0"
-
-    @property
-    def running(self) -> bool:
-        return self._process is not None and self._process.poll() is None
 
     def start(self) -> None:
         """Start redis-server on ``self.port`` and wait until it answers PING.

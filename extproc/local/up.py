@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 from extproc.errors import ConfigError
+from extproc.local import _process
 from extproc.local.demo import demo_responder
 from extproc.local.envoy import EnvoyProcess, render_local_config
 from extproc.local.extproc import ExtprocProcess
@@ -32,19 +33,25 @@ CURL_EXAMPLE = """\
 """
 
 
+_CHILD_POLL_S = 0.5
+
+
 def run_up(*, demo: bool, listen_port: int) -> int:
     """Run everything until Ctrl-C or SIGTERM, then stop it all."""
     settings = Settings()
     policy_file = DEMO_POLICY if demo else _policy_file(settings)
     _require_free(listen_port)
     workdir = Path(tempfile.mkdtemp(prefix="tollgate-up-"))
+    # Both set explicitly: a shell that starts a background job ignores
+    # SIGINT in it, and Python keeps an ignored signal ignored.
     signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGINT, _interrupt)
 
     with contextlib.ExitStack() as stack:
-        redis_url = (
-            settings.redis_url
-            or stack.enter_context(RedisProcess(workdir=workdir / "redis")).url
-        )
+        redis = None
+        if settings.redis_url is None:
+            redis = stack.enter_context(RedisProcess(workdir=workdir / "redis"))
+        redis_url = settings.redis_url or redis.url
         upstreams = None
         env: dict[str, str] = {}
         if demo:
@@ -76,8 +83,19 @@ def run_up(*, demo: bool, listen_port: int) -> int:
         envoy = stack.enter_context(EnvoyProcess(config, workdir / "envoy"))
 
         _banner(envoy, extproc, redis_url, policy_file, workdir, demo)
-        _wait_for_interrupt()
+        children = {"Envoy": envoy, "the ext_proc server": extproc}
+        if redis is not None:
+            children["Redis"] = redis
+        failed = _wait_for_interrupt(children)
 
+    if failed:
+        print(
+            f"tollgate: {failed} exited on its own (see its log in {workdir}); "
+            "stopped the rest",
+            file=sys.stderr,
+            flush=True,
+        )
+        return 1
     print("tollgate: stopped Envoy, the ext_proc server and Redis", flush=True)
     return 0
 
@@ -143,10 +161,15 @@ def _tollgate_command() -> str:
     return str(script) if script.exists() else f"{sys.executable} -m extproc"
 
 
-def _wait_for_interrupt() -> None:
+def _wait_for_interrupt(children: dict[str, _process.Child]) -> str | None:
+    """Wait for Ctrl-C or SIGTERM (None), or for a child to exit (its name)."""
     with contextlib.suppress(KeyboardInterrupt):
         while True:
-            time.sleep(3600)
+            for name, child in children.items():
+                if not child.running:
+                    return name
+            time.sleep(_CHILD_POLL_S)
+    return None
 
 
 __all__ = ["run_up"]

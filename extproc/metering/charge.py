@@ -27,6 +27,7 @@ ESTIMATED_NO_USAGE = "estimated_no_usage"
 ESTIMATED_CUT = "estimated_cut"
 ESTIMATED_NO_RESPONSE = "estimated_no_response"
 ESTIMATED_ZERO_USAGE = "estimated_zero_usage"
+REFUSED = "refused"  # answered by the gateway after reserving; never ran
 
 
 @dataclass(frozen=True, slots=True)

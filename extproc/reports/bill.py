@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from decimal import ROUND_HALF_EVEN, Decimal
 
+from extproc.csv_cells import safe_row
 from extproc.money import MICRO_PER_USD, format_usd
 from extproc.spend import SpendRow
 
@@ -143,7 +144,7 @@ def bill_csv(bill: Bill, *, currency: str = "USD", rate: Decimal = Decimal(1)) -
         ]
         if converted:
             row += [str(convert(a, rate)) for a in amounts]
-        writer.writerow(row)
+        writer.writerow(safe_row(row))
 
     return out.getvalue()
 

@@ -21,7 +21,7 @@ from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 from extproc.budgets.journal import Journal, JournalFull
 from extproc.budgets.scopes import Caller
 from extproc.budgets.store import UNIT_MICRO_USD, Attribution, BucketSpec, Settlement
-from extproc.credentials import CLIENT_CREDENTIAL_HEADERS, without_query_credentials
+from extproc.credentials import client_credential_headers, without_query_credentials
 from extproc.identity import identity_from, labels_from, tool_from
 from extproc.keys import presented_key
 from extproc.errors import (
@@ -34,7 +34,7 @@ from extproc.errors import (
     ServiceUnavailable,
     StoreUnavailable,
 )
-from extproc.metering.charge import CallFacts, Charge, decide_charge
+from extproc.metering.charge import REFUSED, CallFacts, Charge, decide_charge
 from extproc.metering.meter import ResponseMeter
 from extproc.metering.usage import Usage
 from extproc.pricing import Price
@@ -47,7 +47,7 @@ log = logging.getLogger(__name__)
 
 REQUEST_ID_HEADER = "x-tollgate-request-id"
 MAX_MODEL_LENGTH = 256
-_BODYLESS_METHODS = ("GET", "HEAD", "DELETE", "OPTIONS")
+_READ_METHODS = ("GET", "HEAD", "OPTIONS")
 
 
 class Call:
@@ -95,6 +95,7 @@ class Call:
         self.response_complete = False
 
         self.finished = False
+        self.refused = False
         self.charge: Charge | None = None
         self.cost_micro_usd: int | None = None
         self.price_source: str | None = None
@@ -173,7 +174,12 @@ class Call:
         self._open_reader(headers)
         if message.end_of_stream:
             self._finish_body()
-        return messages.response_headers_reply(set_headers)
+        # Sent now as well as at the end of the body: a stream the client
+        # cuts never reaches its end, and its access log line still needs
+        # the request id that joins it to its ledger entry.
+        return messages.response_headers_reply(
+            set_headers, metadata=self.access_log_fields()
+        )
 
     def on_response_body(self, message: pb.HttpBody) -> pb.ProcessingResponse:
         """Meter one chunk, passing it on unchanged; price at end of body."""
@@ -187,11 +193,20 @@ class Call:
 
     # Settlement.
 
+    def refuse(self) -> None:
+        """The gateway answers this call itself: it will not reach the
+        provider, so a reservation already made is given back on close."""
+        self.finished = True
+        self.refused = True
+
     async def close(self) -> None:
         """Settle exactly once. Safe to call any number of times."""
         if self._settled or self.reserved is None:
             return
         self._settled = True
+        if self.refused and self.status is None:
+            await self._release()
+            return
         if self.charge is None:
             self._price()
 
@@ -243,6 +258,22 @@ class Call:
             )
         )
 
+    async def _release(self) -> None:
+        """Give the reservation back; if Redis cannot take that now, journal
+        a settlement of nothing, which gives it back when replayed."""
+        assert self.reserved is not None
+        if self.unreserved:
+            return
+        try:
+            await self._store.release(self.request_id, self.reserved)
+        except StoreUnavailable as exc:
+            self._telemetry.record_redis_error("release")
+            self.charge = Charge(None, False, REFUSED)
+            self.cost_micro_usd = 0
+            await self._journal_settlement(self._settlement(), self.attribution(), exc)
+            return
+        log.info("reservation released", extra=self._log_fields())
+
     async def _journal_settlement(
         self, settlement: Settlement, attribution: Attribution, exc: StoreUnavailable
     ) -> None:
@@ -292,8 +323,8 @@ class Call:
         key = presented_key(headers)
         if key is None or self.runtime.keys is None:
             header = self.runtime.identity_header
-            copies = messages.header_count(message, header)
-            return identity_from(headers, header, copies=copies), None
+            values = messages.header_values(message, header)
+            return identity_from(values, header), None
         try:
             record = await self.runtime.keys.identify(key)
         except StoreUnavailable as exc:
@@ -312,7 +343,7 @@ class Call:
         assert self.route is not None
         endpoint = self.route.family.endpoint_for(self.method, self.upstream_path)
         if endpoint is None:
-            self._check_passthrough()
+            self._check_passthrough(bodyless=bodyless)
         elif bodyless:
             path = self.upstream_path.split("?")[0]
             raise BadRequest(f"{self.method} {path} needs a JSON body")
@@ -346,11 +377,16 @@ class Call:
                 f"the gateway cannot sign requests for provider {self.route.name}"
             ) from exc
 
-    def _check_passthrough(self) -> None:
+    def _check_passthrough(self, *, bodyless: bool) -> None:
+        """Unmetered calls: a bodyless read (listing models, say), or what
+        the operator allowed. A body could ask for paid work, and a DELETE
+        could destroy the organisation's files, so neither passes unasked."""
         assert self.route is not None
         path = self.upstream_path.split("?")[0]
         allowed = self.route.config.passthrough_paths
-        if self.method in _BODYLESS_METHODS or any(path.startswith(p) for p in allowed):
+        if any(path.startswith(p) for p in allowed):
+            return
+        if self.method in _READ_METHODS and bodyless:
             return
         raise EndpointNotAllowed(
             f"{self.method} {path} is not an endpoint this gateway can meter; "
@@ -359,7 +395,15 @@ class Call:
 
     async def _credential_mutation(self, path: str) -> pb.HeaderMutation:
         assert self.route is not None
-        remove = [*CLIENT_CREDENTIAL_HEADERS, self.runtime.identity_header]
+        policy = self.runtime.policy
+        # The caller's identity, tool and labels are the gateway's business,
+        # not the provider's.
+        internal = [
+            self.runtime.identity_header,
+            policy.tools.header,
+            policy.attribution.header,
+        ]
+        remove = [*client_credential_headers(self._request_headers), *internal]
         clean_path = without_query_credentials(path)
         try:
             secret = await self.runtime.secret(self.route)

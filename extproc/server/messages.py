@@ -34,9 +34,13 @@ def header_map(headers: pb.HttpHeaders) -> dict[str, str]:
     return result
 
 
-def header_count(headers: pb.HttpHeaders, name: str) -> int:
-    """How many times the header ``name`` (lower case) was sent."""
-    return sum(1 for header in headers.headers.headers if header.key.lower() == name)
+def header_values(headers: pb.HttpHeaders, name: str) -> list[bytes]:
+    """The raw values of every copy of the header ``name`` (lower case)."""
+    return [
+        header.raw_value or header.value.encode()
+        for header in headers.headers.headers
+        if header.key.lower() == name
+    ]
 
 
 def header_mutation(

@@ -106,14 +106,14 @@ class ExternalProcessor(pb_grpc.ExternalProcessorServicer):
             with call.trace.phase(kind or "unknown"):
                 return await self._dispatch(call, kind, message)
         except Refusal as refusal:
-            call.finished = True
+            call.refuse()
             return _refusal_reply(call, refusal)
         except Exception:
             log.exception(
                 "ext_proc message failed", extra={"request_id": call.request_id}
             )
             if kind in ("request_headers", "request_body"):
-                call.finished = True
+                call.refuse()
                 return _refusal_reply(call, _internal_error())
             return messages.empty_reply(kind or "request_headers")
 

@@ -179,6 +179,32 @@ def test_upstream_sees_gateway_key_and_never_the_clients(gateway, identity) -> N
     assert "sk-client-own-key" not in json.dumps(seen)
 
 
+def test_billing_steering_and_internal_headers_stay_at_the_gateway(
+    gateway, identity
+) -> None:
+    _send(
+        gateway,
+        "openai_chat_nonstream_docs_default",
+        identity,
+        **{
+            "openai-organization": "org-client",
+            "openai-project": "proj-client",
+            "x-amz-signature": "client-signature",
+            "x-tollgate-tool": "secret-tool",
+            "x-tollgate-attribution": "customer=acme",
+        },
+    )
+
+    seen = gateway.standin.requests[-1].headers
+    assert set() == {
+        "openai-organization",
+        "openai-project",
+        "x-amz-signature",
+        "x-tollgate-tool",
+        "x-tollgate-attribution",
+    } & set(seen)
+
+
 def test_anthropic_key_comes_from_its_file(gateway, identity) -> None:
     _send(
         gateway,
@@ -429,6 +455,26 @@ def test_get_passes_through_unmetered_but_logged(gateway, identity) -> None:
     assert [] == gateway.ledger.entries(request_id)
     log = gateway.extproc.log_path.read_text()
     assert "passed through unmetered" in log and identity in log
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body"),
+    [
+        ("DELETE", "/openai/v1/files/file-abc123", b""),
+        ("GET", "/openai/v1/chat/completions", b'{"model":"gpt-4o","messages":[]}'),
+    ],
+)
+def test_a_delete_or_a_read_with_a_body_is_not_passed_unmetered(
+    gateway, identity, method, path, body
+) -> None:
+    before = len(gateway.standin.requests)
+
+    response = gateway.client.send(
+        method, path, [("x-tollgate-identity", identity)], body
+    )
+
+    assert (403, before) == (response.status, len(gateway.standin.requests))
+    assert "endpoint_not_metered" == response.json()["error"]["code"]
 
 
 def test_gemini_key_in_the_query_is_replaced_by_the_gateways(gateway, identity) -> None:

@@ -119,6 +119,30 @@ def test_client_hanging_up_mid_stream_is_settled_once_with_an_estimate(
     assert 1 == len(gateway.ledger.entries(head["x-tollgate-request-id"]))
 
 
+def test_access_log_of_a_cut_stream_names_its_request_and_caller(
+    gateway, identity
+) -> None:
+    body = {"model": "claude-sonnet-4-20250514", "max_tokens": 300, "stream": True}
+    headers = {
+        "x-tollgate-identity": identity,
+        DELAY_HEADER: "200",
+        REPLAY_HEADER: "anthropic_messages_stream_sdk_tool_use",
+    }
+
+    head, _ = gateway.client.post_and_hang_up(
+        "/anthropic/v1/messages", {**body, "messages": []}, headers, after_bytes=64
+    )
+    request_id = head["x-tollgate-request-id"]
+
+    def logged() -> list[dict]:
+        lines = gateway.envoy.access_log_path.read_text().splitlines()
+        return [json.loads(line) for line in lines if request_id in line]
+
+    entries = _eventually(logged)
+    assert entries, "no access log line names the cut stream's request id"
+    assert (identity, "allowed") == (entries[0]["identity"], entries[0]["decision"])
+
+
 def test_access_log_carries_the_cost(gateway, identity) -> None:
     response = gateway.client.post(
         CHAT, BODY, {"x-tollgate-identity": identity, REPLAY_HEADER: FIXTURE}

@@ -51,3 +51,41 @@ def test_secret_never_prints_its_value() -> None:
     secret = Secret("sk-live-abc")
 
     assert "sk-live-abc" not in f"{secret} {secret!r} {[secret]}"
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "key=AIza",
+        "KEY=AIza",
+        "ke%79=AIza",
+        "key%00=AIza",
+        "key[]=AIza",
+        "api_key=sk",
+        "access_token=ya29",
+        "X-Amz-Signature=abc",
+        "X-Amz-Credential=AKIA%2F20261204",
+    ],
+)
+def test_credential_query_parameters_are_removed_and_the_rest_kept(query) -> None:
+    path = f"/v1beta/models/m:streamGenerateContent?alt=sse&{query}&x=1"
+
+    assert "/v1beta/models/m:streamGenerateContent?alt=sse&x=1" == (
+        credentials.without_query_credentials(path)
+    )
+
+
+def test_every_x_amz_header_a_client_sent_is_removed() -> None:
+    sent = ["content-type", "x-amz-credential", "x-amz-signature", "x-amzn-trace-id"]
+
+    removed = credentials.client_credential_headers(sent)
+
+    assert {"x-amz-credential", "x-amz-signature", "authorization"} <= set(removed)
+    assert not {"content-type", "x-amzn-trace-id"} & set(removed)
+
+
+@pytest.mark.parametrize(
+    "header", ["openai-organization", "openai-project", "ocp-apim-subscription-key"]
+)
+def test_headers_that_steer_billing_are_removed(header) -> None:
+    assert header in credentials.client_credential_headers([])

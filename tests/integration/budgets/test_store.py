@@ -87,11 +87,49 @@ async def test_reservation_over_the_level_is_refused_and_holds_nothing(store) ->
 async def test_refusal_says_when_the_refill_covers_the_estimate(store) -> None:
     bucket = _bucket(1000, refill=100, period_ms=1000)
     await _reserve(store, "r1", 1000, [bucket], now_ms=NOW_MS)
+    await store.settle(_settlement("r1", 1000), [bucket], ALICE)
 
     with pytest.raises(BudgetExceeded) as refused:
         await _reserve(store, "r2", 250, [bucket], now_ms=NOW_MS)
 
     assert 3 == refused.value.retry_after_s
+
+
+async def test_refusal_behind_calls_in_flight_says_retry_shortly(store) -> None:
+    bucket = _bucket(1000)
+    await _reserve(store, "r1", 900, [bucket], now_ms=NOW_MS)
+
+    with pytest.raises(BudgetExceeded) as refused:
+        await _reserve(store, "r2", 300, [bucket], now_ms=NOW_MS)
+
+    assert 2 == refused.value.retry_after_s
+    assert "held by calls in flight" in refused.value.message
+
+
+async def test_settled_calls_no_longer_count_as_in_flight(store) -> None:
+    bucket = _bucket(1000)
+    await _reserve(store, "r1", 900, [bucket], now_ms=NOW_MS)
+    await store.settle(_settlement("r1", 900), [bucket], ALICE)
+
+    with pytest.raises(BudgetExceeded) as refused:
+        await _reserve(store, "r2", 300, [bucket], now_ms=NOW_MS)
+
+    assert "in flight" not in refused.value.message
+    assert 0 == int(
+        await store._redis.hget(store.keys.bucket("user:alice"), "inflight")
+    )
+
+
+async def test_release_gives_the_reservation_back_and_books_nothing(store) -> None:
+    bucket = _bucket(1000)
+    await _reserve(store, "r1", 300, [bucket], now_ms=NOW_MS)
+
+    released = await store.release("r1", [bucket])
+    again = await store.settle(_settlement("r1", 120), [bucket], ALICE)
+
+    assert (True, False, 1000) == (released, again, await _level(store))
+    assert 0 == await store._redis.xlen(store.keys.ledger)
+    assert 0 == await settle_expired_leases(store, now_ms=NOW_MS + 10**9)
 
 
 async def test_settlement_replaces_the_estimate_with_the_cost(store) -> None:

@@ -190,3 +190,11 @@ def test_csv_in_another_currency_adds_converted_columns() -> None:
 
 def test_conversion_rounds_once_to_the_micro_unit() -> None:
     assert Decimal("0.000002") == convert(3, Decimal("0.5"))
+
+
+def test_a_model_name_that_is_a_formula_is_written_as_text() -> None:
+    rows = [_row("2026-11-02", "x", "t", "", "openai", '=1+2,"@SUM(1)"', 5)]
+
+    lines = list(csv.reader(io.StringIO(bill_csv(build_bill(rows, "2026-11")))))
+
+    assert '\'=1+2,"@SUM(1)"' == lines[1][3]
