@@ -119,7 +119,6 @@ def _spend(args: argparse.Namespace) -> int:
     from extproc.admin.spend_views import group_spend, parse_by, render_groups
     from extproc.budgets.clients import store_errors, sync_client
     from extproc.errors import StoreUnavailable
-
     from extproc.policy import load_policy
     from extproc.settings import Settings
     from extproc.spend import read_spend, render

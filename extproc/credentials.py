@@ -16,10 +16,10 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import unquote_plus
 
 import google.auth.transport.urllib3  # noqa: F401  (registers the transport)
 import urllib3
-from urllib.parse import unquote_plus
 
 from extproc.errors import CredentialError
 from extproc.policy.model import CredentialSource

@@ -55,11 +55,14 @@ def report(
     )
     meter.feed(body)
     reading = meter.finish()
+    pricing = _pricing()
+    path_facts = _path_facts(provider_family, endpoint, path)
+    cap = path_facts.max_output_tokens if path_facts else None
     charge = decide_charge(
         CallFacts(
             billable=endpoint.billable,
             request_bytes=0,
-            output_cap_tokens=_pricing().default_max_output_tokens,
+            output_cap_tokens=pricing.default_max_output_tokens if cap is None else cap,
             status=status,
             reading=reading,
             response_bytes=len(body),
@@ -67,16 +70,22 @@ def report(
         )
     )
 
-    priced_model = (
-        model or _path_model(provider_family, endpoint, path) or reading.model
-    )
+    pricer = Pricer(pricing)
+    requested = model or (path_facts.model if path_facts else None)
+    priced_model = pricer.billed_model(provider, provider, requested, reading.model)
     price = None
     if charge.usage is not None:
-        price = Pricer(_pricing()).price(provider, provider, priced_model, charge.usage)
+        price = pricer.price(
+            provider,
+            provider,
+            priced_model or reading.model,
+            charge.usage,
+            service_tier=reading.service_tier,
+        )
     return {
         "provider": provider,
         "path": path,
-        "model": priced_model,
+        "model": priced_model or reading.model,
         "usage": charge.usage.as_dict() if charge.usage else None,
         "metered": charge.outcome == "metered",
         "estimated": charge.estimated,
@@ -87,10 +96,11 @@ def report(
     }
 
 
-def _path_model(provider_family: Any, endpoint: Any, path: str) -> str | None:
-    """The model a path names (Gemini, Bedrock, Azure deployments), if any."""
+def _path_facts(provider_family: Any, endpoint: Any, path: str) -> Any:
+    """What the path alone says: the model it names (Gemini, Bedrock, Azure
+    deployments) and whether the endpoint writes output at all."""
     try:
-        return provider_family.read_request(endpoint, path, b"{}").model
+        return provider_family.read_request(endpoint, path, b"{}")
     except BadRequest:
         return None
 

@@ -38,8 +38,7 @@ from datetime import UTC, datetime
 from pydantic import ValidationError
 
 from extproc.budgets.clients import AsyncClient, SyncClient, store_errors
-from extproc.budgets.scopes import DEFAULT_USER, Caller
-from extproc.budgets.scopes import budget_bucket
+from extproc.budgets.scopes import DEFAULT_USER, Caller, budget_bucket
 from extproc.budgets.store import BucketSpec, Keys
 from extproc.errors import StoreUnavailable
 from extproc.policy.model import Budget, Limits, Policy

@@ -11,13 +11,12 @@ once its lease has run out.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 import logging
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
-
 
 from extproc.budgets.clients import AsyncClient, store_errors
 from extproc.budgets.scripts import RESERVE, SETTLE

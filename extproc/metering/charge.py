@@ -11,7 +11,7 @@ since providers do not bill refused calls.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from extproc.metering.usage import Usage
 from extproc.providers.base import Reading
@@ -27,6 +27,7 @@ ESTIMATED_NO_USAGE = "estimated_no_usage"
 ESTIMATED_CUT = "estimated_cut"
 ESTIMATED_NO_RESPONSE = "estimated_no_response"
 ESTIMATED_ZERO_USAGE = "estimated_zero_usage"
+ESTIMATED_FAULT = "estimated_fault"  # the gateway failed to price it
 REFUSED = "refused"  # answered by the gateway after reserving; never ran
 
 
@@ -61,6 +62,8 @@ def decide_charge(facts: CallFacts) -> Charge:
         return Charge(usage, True, ESTIMATED_NO_RESPONSE)
 
     reading = facts.reading or Reading(usage=None, problem="no reader", complete=False)
+    if reading.usage is not None:
+        reading = replace(reading, usage=reading.usage.consistent())
     complete = facts.response_complete and reading.complete
     if reading.usage is not None and complete:
         if _plausible(reading.usage, reading):
@@ -104,7 +107,10 @@ def _estimate(facts: CallFacts, reading: Reading) -> Usage:
         cache_write_tokens=seen.cache_write_tokens,
         cache_write_1h_tokens=seen.cache_write_1h_tokens,
         reasoning_tokens=seen.reasoning_tokens,
-    )
+        input_audio_tokens=seen.input_audio_tokens,
+        output_audio_tokens=seen.output_audio_tokens,
+        web_search_requests=seen.web_search_requests,
+    ).consistent()
 
 
 def _length_tokens(length: int) -> int:

@@ -7,9 +7,12 @@ saved body, so that both meter with exactly the same code.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
+from dataclasses import replace
 
 from extproc.errors import MeteringError
 from extproc.metering.decoding import Decoder
+from extproc.metering.readers import NO_USAGE
 from extproc.providers.base import Endpoint, ProviderFamily, Reading, UsageReader
 
 log = logging.getLogger(__name__)
@@ -35,14 +38,14 @@ def body_format(content_type: str, head: bytes) -> str:
     is shorter).
 
     Servers mislabel bodies: an OpenAI-compatible server streams SSE as
-    ``text/plain`` or ``application/json``, or answers an error as JSON
-    under ``text/event-stream``. What the body starts with wins where it is
-    unambiguous: JSON never starts with an SSE field or a NUL byte (the
-    first byte of an AWS event-stream frame's length), and SSE never starts
-    with a brace or a bracket.
+    ``text/plain`` or ``application/json``, answers an error as JSON under
+    ``text/event-stream``, or sends no type at all. What the body starts
+    with wins where it is unambiguous: JSON never starts with an SSE field
+    or a NUL byte (the first byte of an AWS event-stream frame's length),
+    and SSE never starts with a brace or a bracket.
     """
     start = head.lstrip(b" \t\r\n\xef\xbb\xbf")
-    if start.startswith((b"{", b"[")) and _media(content_type) == SSE:
+    if start.startswith((b"{", b"[")) and _media(content_type) in (SSE, ""):
         return JSON
     if is_stream(content_type):
         return content_type
@@ -58,7 +61,8 @@ class ResponseMeter:
     """Feeds one response body, as it passes, to its provider's usage reader.
 
     The reader is chosen once the first bytes of the decoded body are seen
-    (``body_format``). A body that cannot be decoded or read leaves a
+    (``body_format``); ``headers`` (the response's) supply usage where the
+    family reports it there and the body carries none. A body that cannot be decoded or read leaves a
     ``problem`` in the final ``Reading`` instead of raising: metering never
     fails a call that policy allowed.
     """
@@ -70,8 +74,10 @@ class ResponseMeter:
         *,
         content_type: str,
         content_encoding: str = "identity",
+        headers: Mapping[str, str] | None = None,
     ) -> None:
         self.bytes_seen = 0
+        self._headers = headers or {}
         self._family = family
         self._endpoint = endpoint
         self._content_type = content_type
@@ -107,10 +113,20 @@ class ResponseMeter:
                 usage=None, problem=self._problem or "no reader", complete=False
             )
 
-        reading = reader.finish()
+        reading = self._with_header_usage(reader.finish())
         if self._problem:
             return _with_problem(reading, self._problem)
         return reading
+
+    def _with_header_usage(self, reading: Reading) -> Reading:
+        """The body's usage; where it has none, what the headers report."""
+        if reading.usage is not None:
+            return reading
+        usage = self._family.header_usage(self._headers)
+        if usage is None:
+            return reading
+        problem = None if reading.problem == NO_USAGE else reading.problem
+        return replace(reading, usage=usage, problem=problem)
 
     def _take(self, data: bytes, *, final: bool = False) -> None:
         if self._reader is None:
@@ -145,11 +161,4 @@ def _media(content_type: str) -> str:
 
 def _with_problem(reading: Reading, problem: str) -> Reading:
     joined = f"{reading.problem}; {problem}" if reading.problem else problem
-    return Reading(
-        usage=reading.usage,
-        model=reading.model,
-        problem=joined,
-        finish_reasons=reading.finish_reasons,
-        complete=False,
-        text_chars=reading.text_chars,
-    )
+    return replace(reading, problem=joined, complete=False)

@@ -46,6 +46,7 @@ DEFAULT_MAX_EVENT_BYTES = 8 * 1024 * 1024
 # absurd debt against a budget.
 MAX_TOKEN_COUNT = 1_000_000_000
 
+NO_USAGE = "no usage in response"
 _MAX_PROBLEMS = 6
 _MAX_MESSAGE_CHARS = 200
 _TAIL_BYTES = 64 * 1024
@@ -109,10 +110,15 @@ class Tally:
         self.problems: list[str] = []
         self.text_chars = 0
         self.complete = True
+        self.service_tier: str | None = None
 
     def see_model(self, model: Any) -> None:
         if isinstance(model, str) and model:
             self.model = model
+
+    def see_service_tier(self, tier: Any) -> None:
+        if isinstance(tier, str) and tier:
+            self.service_tier = tier.lower()
 
     def see_finish(self, reason: Any) -> None:
         if isinstance(reason, str) and reason:
@@ -138,7 +144,7 @@ class Tally:
     def reading(self) -> Reading:
         problems = sorted(self.problems, key=lambda p: not p.startswith("error: "))
         if self.usage is None and not problems:
-            problems.append("no usage in response")
+            problems.append(NO_USAGE)
 
         return Reading(
             usage=self.usage,
@@ -147,6 +153,7 @@ class Tally:
             finish_reasons=tuple(self.finish_reasons),
             complete=self.complete,
             text_chars=self.text_chars,
+            service_tier=self.service_tier,
         )
 
 

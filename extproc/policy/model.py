@@ -10,7 +10,6 @@ from __future__ import annotations
 import re
 from decimal import Decimal
 from typing import Annotated, Literal
-
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator

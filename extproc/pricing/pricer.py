@@ -105,10 +105,26 @@ class Pricer:
         usage: Usage,
         *,
         pricing_provider: str | None = None,
+        service_tier: str | None = None,
     ) -> Price:
-        """The cost of ``usage`` of ``model`` at ``provider`` (a policy name)."""
+        """The cost of ``usage`` of ``model`` at ``provider`` (a policy name).
+
+        ``service_tier`` is the tier the provider says it served the call in
+        (``priority``, ``flex``...), priced at that tier's rates where the
+        library has them. Never raises: usage the library refuses is priced
+        at the fallback rate and flagged.
+        """
+        usage = usage.consistent()
         resolved = self._resolve(family, provider, model, pricing_provider)
-        exact = self._exact_cost_micro(resolved, usage)
+        try:
+            exact = self._exact_cost_micro(resolved, usage, service_tier)
+        except Exception:  # a price is always produced; the cause is logged
+            log.exception(
+                "pricing failed; using the fallback rate",
+                extra={"provider": provider, "model": model},
+            )
+            resolved = self._fallback()
+            exact = self._exact_cost_micro(resolved, usage, None)
 
         cost = int(exact.to_integral_value(rounding=ROUND_CEILING))
         return Price(
@@ -129,6 +145,24 @@ class Pricer:
         resolved = self._resolve(family, provider, model, pricing_provider)
         return resolved.source != SOURCE_FALLBACK
 
+    def billed_model(
+        self,
+        family: str,
+        provider: str,
+        requested: str | None,
+        answered: str | None,
+        *,
+        pricing_provider: str | None = None,
+    ) -> str | None:
+        """The model a call is priced as: the one the provider says it ran
+        when that has a price (a router deployment names another model than
+        it answers with), else the one asked for."""
+        if answered and self.knows(
+            family, provider, answered, pricing_provider=pricing_provider
+        ):
+            return answered
+        return requested
+
     def max_output_tokens(self, provider: str, model: str | None) -> int:
         """The output cap to assume when a request sets none."""
         override = self._override(provider, model)
@@ -136,12 +170,17 @@ class Pricer:
             return override.max_output_tokens
         return self._pricing.default_max_output_tokens
 
-    def _exact_cost_micro(self, resolved: _Resolved, usage: Usage) -> Decimal:
+    def _exact_cost_micro(
+        self, resolved: _Resolved, usage: Usage, service_tier: str | None
+    ) -> Decimal:
         if resolved.rates is not None:
             return resolved.rates.cost(usage)
         provider, model = resolved.library
         calculation = model.calc_price(
-            _library_usage(usage), provider, genai_request_timestamp=datetime.now(UTC)
+            _library_usage(usage),
+            provider,
+            genai_request_timestamp=datetime.now(UTC),
+            price_context={"service_tier": service_tier} if service_tier else None,
         )
         return calculation.total_price * MICRO_PER_USD
 
@@ -183,6 +222,9 @@ class Pricer:
             "model has no known price; using the fallback rate",
             extra={"provider": provider, "model": model},
         )
+        return self._fallback()
+
+    def _fallback(self) -> _Resolved:
         fallback = self._pricing.fallback
         rates = _flat_rates(fallback.input_usd_per_mtok, fallback.output_usd_per_mtok)
         return _Resolved(SOURCE_FALLBACK, None, rates=rates)
@@ -219,6 +261,15 @@ def _names_to_try(model: str) -> tuple[str, ...]:
     return (model, model.rsplit("/", 1)[1])
 
 
+# Our counters that genai-prices prices apart when they are not zero.
+_LIBRARY_EXTRAS = (
+    ("cache_write_1h_tokens", "cache_write_1h_tokens"),
+    ("input_audio_tokens", "input_audio_tokens"),
+    ("output_audio_tokens", "output_audio_tokens"),
+    ("web_search_requests", "web_searches"),
+)
+
+
 def _library_usage(usage: Usage) -> genai_prices.Usage:
     # Reasoning is part of output and priced as output, so it is not passed.
     fields = {
@@ -227,8 +278,9 @@ def _library_usage(usage: Usage) -> genai_prices.Usage:
         "cache_read_tokens": usage.cache_read_tokens,
         "cache_write_tokens": usage.cache_write_tokens,
     }
-    if usage.cache_write_1h_tokens:
-        fields["cache_write_1h_tokens"] = usage.cache_write_1h_tokens
+    for ours, theirs in _LIBRARY_EXTRAS:
+        if getattr(usage, ours):
+            fields[theirs] = getattr(usage, ours)
     return genai_prices.Usage(**fields)
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping
+from dataclasses import replace
 from typing import Any
 
 from extproc.metering.readers import (
@@ -60,9 +61,17 @@ def anthropic_usage(raw: Mapping[str, Any]) -> Usage | None:
         passes = [_one_pass(i) for i in iterations if isinstance(i, Mapping)]
         summed = _sum(p for p in passes if p is not None)
         if summed is not None:
-            return summed
+            return _with_searches(summed, raw)
 
     return _one_pass(raw)
+
+
+def _with_searches(usage: Usage, raw: Mapping[str, Any]) -> Usage:
+    """Web searches are counted for the whole request, not per pass."""
+    searches = count(mapping(raw, "server_tool_use"), "web_search_requests")
+    if not searches or searches <= usage.web_search_requests:
+        return usage
+    return replace(usage, web_search_requests=searches)
 
 
 def _one_pass(raw: Mapping[str, Any]) -> Usage | None:
@@ -73,6 +82,7 @@ def _one_pass(raw: Mapping[str, Any]) -> Usage | None:
     read = count(raw, "cache_read_input_tokens") or 0
     write = count(raw, "cache_creation_input_tokens") or 0
     write_1h = count(mapping(raw, "cache_creation"), "ephemeral_1h_input_tokens")
+    searches = count(mapping(raw, "server_tool_use"), "web_search_requests")
 
     return Usage(
         input_tokens=(uncached or 0) + read + write,
@@ -81,6 +91,7 @@ def _one_pass(raw: Mapping[str, Any]) -> Usage | None:
         cache_write_tokens=write,
         cache_write_1h_tokens=write_1h or 0,
         reasoning_tokens=None,
+        web_search_requests=searches or 0,
     )
 
 
@@ -99,6 +110,7 @@ def _sum(passes: Iterable[Usage]) -> Usage | None:
                 total.cache_write_1h_tokens + part.cache_write_1h_tokens
             ),
             reasoning_tokens=None,
+            web_search_requests=total.web_search_requests + part.web_search_requests,
         )
 
     return total
@@ -117,6 +129,7 @@ def take_message(obj: Any, tally: Tally) -> None:
     tally.see_model(obj.get("model"))
     tally.see_finish(obj.get("stop_reason"))
     tally.see_text(obj.get("content"))
+    tally.see_service_tier(mapping(obj, "usage").get("service_tier"))
     usage = anthropic_usage(mapping(obj, "usage"))
     if usage is not None:
         tally.usage = usage
@@ -152,10 +165,38 @@ class AnthropicStream:
             self.tally.note_error(error.get("type"), error.get("message"))
 
     def _merge(self, usage: Mapping[str, Any]) -> None:
-        self._raw.update((k, v) for k, v in usage.items() if v is not None)
+        _merge_counts(self._raw, usage)
+        self.tally.see_service_tier(self._raw.get("service_tier"))
         merged = anthropic_usage(self._raw)
         if merged is not None:
             self.tally.usage = merged
+
+
+def _merge_counts(into: dict[str, Any], usage: Mapping[str, Any]) -> None:
+    """Fold a later usage object of a stream into ``into``.
+
+    The counts of a stream are cumulative and never go down, so each counter
+    keeps the larger of its values: a ``message_delta`` that restates a
+    count as 0 (several compatible servers do) has not undone it. Nested
+    breakdowns merge the same way; other values (the ``iterations`` list,
+    the service tier) are replaced by the later one.
+    """
+    for key, value in usage.items():
+        old = into.get(key)
+        if value is None:
+            continue
+        if isinstance(value, Mapping) and isinstance(old, dict):
+            _merge_counts(old, value)
+        elif isinstance(value, Mapping):
+            into[key] = dict(value)
+        elif _is_count(value) and _is_count(old):
+            into[key] = max(old, value)
+        else:
+            into[key] = value
+
+
+def _is_count(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 class AnthropicStreamReader(SseReader):

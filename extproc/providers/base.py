@@ -15,6 +15,7 @@ subclasses ``ProviderFamily``. The ext_proc flow only talks to this interface:
 from __future__ import annotations
 
 import abc
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from extproc.metering.usage import Usage
@@ -68,6 +69,7 @@ class Reading:
     finish_reasons: tuple[str, ...] = ()
     complete: bool = True  # False when the body ended before its last event
     text_chars: int = 0  # generated text seen, for a length estimate
+    service_tier: str | None = None  # the tier the provider says it served
 
 
 class UsageReader(abc.ABC):
@@ -132,6 +134,11 @@ class ProviderFamily(abc.ABC):
         self, endpoint: Endpoint, *, streaming: bool, content_type: str
     ) -> UsageReader:
         """A fresh reader for one response body."""
+
+    def header_usage(self, headers: Mapping[str, str]) -> Usage | None:
+        """Usage the response headers report, for a body that carries none
+        (Bedrock's InvokeModel for some vendors). Default: none."""
+        return None
 
     @abc.abstractmethod
     def error_body(self, status: int, code: str, message: str) -> bytes:

@@ -36,10 +36,12 @@ from extproc.errors import CredentialError
 from extproc.metering.readers import (
     EventReader,
     JsonBodyReader,
+    MalformedUsage,
     Tally,
     body_kind,
     count,
     mapping,
+    short,
 )
 from extproc.metering.usage import Usage
 from extproc.providers._request import estimate_input_tokens, first_cap, load_object
@@ -50,6 +52,7 @@ from extproc.providers.base import (
     RequestFacts,
     UsageReader,
 )
+from extproc.providers.openai import take_completion
 
 _PATH = re.compile(
     r"/model/(?P<model>.+)/"
@@ -144,6 +147,9 @@ def take_body(obj: Any, tally: Tally) -> None:
     usage = mapping(obj, "usage")
     if "input_tokens" in usage or obj.get("type") in ("message", "error"):
         take_message(obj, tally)
+        return
+    if "prompt_tokens" in usage or "choices" in obj:
+        take_completion(obj, tally)  # OpenAI's models answer in their own shape
         return
     message = obj.get("message", obj.get("Message"))
     if isinstance(message, str) and not usage and "output" not in obj:
@@ -245,6 +251,23 @@ class BedrockStreamReader(EventReader):
             usage = metrics_usage(metrics)
             if self.tally.usage is None and usage is not None:
                 self.tally.usage = usage
+
+
+_USAGE_HEADERS = (  # Converse usage key, InvokeModel response header
+    ("inputTokens", "x-amzn-bedrock-input-token-count"),
+    ("outputTokens", "x-amzn-bedrock-output-token-count"),
+    ("cacheReadInputTokens", "x-amzn-bedrock-cache-read-input-token-count"),
+    ("cacheWriteInputTokens", "x-amzn-bedrock-cache-write-input-token-count"),
+)
+
+
+def _header_count(headers: Mapping[str, str], name: str) -> int | None:
+    value = headers.get(name, "").strip()
+    if not value:
+        return None
+    if not value.isdigit():
+        raise MalformedUsage(f"{name}={short(value)}")
+    return int(value)
 
 
 _REGION_IN_HOST = re.compile(
@@ -379,6 +402,16 @@ class BedrockFamily(ProviderFamily):
             return BedrockStreamReader()
 
         return JsonBodyReader(take_body)
+
+    def header_usage(self, headers: Mapping[str, str]) -> Usage | None:
+        """InvokeModel's ``x-amzn-bedrock-*-token-count`` headers, which every
+        vendor's answer carries, also those whose body holds no usage."""
+        try:
+            return converse_usage(
+                {key: _header_count(headers, name) for key, name in _USAGE_HEADERS}
+            )
+        except MalformedUsage:
+            return None
 
     def error_body(self, status: int, code: str, message: str) -> bytes:
         return json.dumps({"message": message}).encode()

@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 from urllib.parse import unquote
 
@@ -38,6 +39,7 @@ from extproc.metering.readers import (
 from extproc.metering.sse import SseEvent
 from extproc.metering.usage import Usage
 from extproc.providers._request import estimate_input_tokens, first_cap, load_object
+from extproc.providers.anthropic import AnthropicFamily
 from extproc.providers.base import (
     Endpoint,
     ProviderFamily,
@@ -86,6 +88,19 @@ def gemini_usage(meta: Mapping[str, Any]) -> Usage | None:
         output_tokens=(count(meta, "candidatesTokenCount") or 0) + thoughts,
         cache_read_tokens=count(meta, "cachedContentTokenCount") or 0,
         reasoning_tokens=thoughts,
+        input_audio_tokens=_audio(meta.get("promptTokensDetails")),
+        output_audio_tokens=_audio(meta.get("candidatesTokensDetails")),
+    )
+
+
+def _audio(details: Any) -> int:
+    """The AUDIO part of a per-modality breakdown (audio is dearer than text)."""
+    if not isinstance(details, list):
+        return 0
+    return sum(
+        count(part, "tokenCount") or 0
+        for part in details
+        if isinstance(part, Mapping) and part.get("modality") == "AUDIO"
     )
 
 
@@ -210,9 +225,57 @@ class GeminiFamily(ProviderFamily):
 
 
 class VertexFamily(GeminiFamily):
-    """Vertex AI's Gemini endpoints, with an OAuth ``Bearer`` access token."""
+    """Vertex AI, with an OAuth ``Bearer`` access token: Google's Gemini
+    endpoints, and Anthropic's Claude models as Vertex serves them.
+
+    Claude on Vertex (``/publishers/anthropic/models/{model}:rawPredict``
+    and ``:streamRawPredict``, which coding agents configured for Vertex
+    use) takes and answers Anthropic's Messages format with the model in
+    the path; ``count-tokens:rawPredict`` is free. Those endpoints carry
+    ``family="anthropic"`` and are read with the Anthropic family's code.
+    """
 
     name = "vertex"
 
+    def endpoint_for(self, method: str, path: str) -> Endpoint | None:
+        found = _CLAUDE_PATH.search(path.split("?", 1)[0])
+        if found is None:
+            return super().endpoint_for(method, path)
+        if method.upper() != "POST":
+            return None
+        if found.group("model") == "count-tokens":
+            return Endpoint("anthropic", "count_tokens", billable=False)
+        streaming = found.group("method") == "streamRawPredict"
+        return Endpoint("anthropic", "chat", streaming=streaming)
+
+    def read_request(self, endpoint: Endpoint, path: str, body: bytes) -> RequestFacts:
+        if endpoint.family != "anthropic":
+            return super().read_request(endpoint, path, body)
+        facts = _ANTHROPIC.read_request(endpoint, path, body)
+        found = _CLAUDE_PATH.search(path.split("?", 1)[0])
+        model = unquote(found.group("model")) if found else None
+        streaming = facts.streaming or bool(endpoint.streaming)
+        return replace(facts, model=model, streaming=streaming)
+
+    def open_reader(
+        self, endpoint: Endpoint, *, streaming: bool, content_type: str
+    ) -> UsageReader:
+        if endpoint.family != "anthropic":
+            return super().open_reader(
+                endpoint, streaming=streaming, content_type=content_type
+            )
+        return _ANTHROPIC.open_reader(
+            endpoint,
+            streaming=streaming or bool(endpoint.streaming),
+            content_type=content_type,
+        )
+
     def credential_headers(self, secret: str) -> dict[str, str]:
         return {"authorization": f"Bearer {secret}"}
+
+
+_ANTHROPIC = AnthropicFamily()
+_CLAUDE_PATH = re.compile(
+    r"/publishers/anthropic/models/(?P<model>[^/:]+)"
+    r":(?P<method>rawPredict|streamRawPredict)$"
+)

@@ -89,14 +89,33 @@ def openai_usage(raw: Mapping[str, Any]) -> Usage | None:
     reasoning = count(outputs, "reasoning_tokens")
     if reasoning is None and not output_tokens:
         reasoning = 0
+    output_tokens = _with_uncounted_reasoning(
+        input_tokens or 0, output_tokens or 0, reasoning, count(raw, "total_tokens")
+    )
 
     return Usage(
         input_tokens=input_tokens or 0,
-        output_tokens=output_tokens or 0,
+        output_tokens=output_tokens,
         cache_read_tokens=count(inputs, "cached_tokens") or 0,
         cache_write_tokens=count(inputs, "cache_write_tokens") or 0,
         reasoning_tokens=reasoning,
+        input_audio_tokens=count(inputs, "audio_tokens") or 0,
+        output_audio_tokens=count(outputs, "audio_tokens") or 0,
     )
+
+
+def _with_uncounted_reasoning(
+    input_tokens: int, output_tokens: int, reasoning: int | None, total: int | None
+) -> int:
+    """The output, reasoning included.
+
+    OpenAI counts reasoning inside ``completion_tokens``. Some compatible
+    servers (xAI) count it beside: their ``total_tokens`` is prompt plus
+    completion plus reasoning, and that total is what they bill.
+    """
+    if reasoning and total == input_tokens + output_tokens + reasoning:
+        return output_tokens + reasoning
+    return output_tokens
 
 
 def _take_error(obj: Mapping[str, Any], tally: Tally) -> None:
@@ -124,6 +143,7 @@ def take_completion(obj: Mapping[str, Any], tally: Tally) -> None:
     """
     _take_error(obj, tally)
     tally.see_model(obj.get("model"))
+    tally.see_service_tier(obj.get("service_tier"))
     choices = obj.get("choices")
     for choice in choices if isinstance(choices, list) else ():
         if isinstance(choice, Mapping):
@@ -140,6 +160,7 @@ def take_response(obj: Mapping[str, Any], tally: Tally) -> None:
     """One Responses API ``response`` object (a body or inside an event)."""
     _take_error(obj, tally)
     tally.see_model(obj.get("model"))
+    tally.see_service_tier(obj.get("service_tier"))
     status = obj.get("status")
     if status == "incomplete":
         tally.see_finish(mapping(obj, "incomplete_details").get("reason"))

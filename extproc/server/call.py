@@ -22,19 +22,25 @@ from extproc.budgets.journal import Journal, JournalFull
 from extproc.budgets.scopes import Caller
 from extproc.budgets.store import UNIT_MICRO_USD, Attribution, BucketSpec, Settlement
 from extproc.credentials import client_credential_headers, without_query_credentials
-from extproc.identity import identity_from, labels_from, tool_from
-from extproc.keys import presented_key
 from extproc.errors import (
     BadRequest,
     BudgetExceeded,
     CredentialError,
-    IdentityInvalid,
     EndpointNotAllowed,
+    IdentityInvalid,
     RouteUnknown,
     ServiceUnavailable,
     StoreUnavailable,
 )
-from extproc.metering.charge import REFUSED, CallFacts, Charge, decide_charge
+from extproc.identity import identity_from, labels_from, tool_from
+from extproc.keys import presented_key
+from extproc.metering.charge import (
+    ESTIMATED_FAULT,
+    REFUSED,
+    CallFacts,
+    Charge,
+    decide_charge,
+)
 from extproc.metering.meter import ResponseMeter
 from extproc.metering.usage import Usage
 from extproc.pricing import Price
@@ -471,10 +477,11 @@ class Call:
         assert self.route is not None and self.facts is not None
         assert self.caller is not None
         pricer = self.runtime.pricer
-        self.output_cap_tokens = (
-            self.facts.max_output_tokens
-            or pricer.max_output_tokens(self.route.name, self.facts.model)
-        )
+        self.output_cap_tokens = self.facts.max_output_tokens
+        if self.output_cap_tokens is None:  # 0 is a cap: embeddings write none
+            self.output_cap_tokens = pricer.max_output_tokens(
+                self.route.name, self.facts.model
+            )
         estimate = Usage(self.facts.input_estimate_tokens, self.output_cap_tokens)
         if self.endpoint is not None and self.endpoint.billable:
             self.estimate_micro_usd = self._price_usage(estimate).cost_micro_usd
@@ -525,6 +532,7 @@ class Call:
             self.endpoint,
             content_type=headers.get("content-type", ""),
             content_encoding=headers.get("content-encoding", "identity"),
+            headers=headers,
         )
 
     def _finish_body(self) -> None:
@@ -533,6 +541,19 @@ class Call:
         self._price()
 
     def _price(self) -> None:
+        """Decide the charge and its cost. Never raises: a fault here charges
+        the reservation's estimate, never nothing."""
+        try:
+            self._price_reading()
+        except Exception:  # metering never fails a call, nor makes it free
+            log.exception(
+                "pricing the call failed; charging its estimate",
+                extra={"request_id": self.request_id},
+            )
+            self.charge = Charge(None, True, ESTIMATED_FAULT)
+            self.cost_micro_usd, self.price_source = self.estimate_micro_usd, None
+
+    def _price_reading(self) -> None:
         self._reading = self._read_final()
         facts = CallFacts(
             billable=bool(self.endpoint and self.endpoint.billable),
@@ -547,7 +568,11 @@ class Call:
         if self.charge.usage is None:
             self.cost_micro_usd, self.price_source = 0, None
             return
-        price = self._price_usage(self.charge.usage, self._billed_model())
+        price = self._price_usage(
+            self.charge.usage,
+            self._billed_model(),
+            service_tier=self._reading.service_tier if self._reading else None,
+        )
         self.cost_micro_usd, self.price_source = price.cost_micro_usd, price.source
 
     def _read_final(self) -> Reading | None:
@@ -559,22 +584,19 @@ class Call:
         return reading
 
     def _billed_model(self) -> str | None:
-        """The model the provider says it ran when it has a price (a router
-        deployment names another model than it answers with), else the one
-        asked for."""
         assert self.route is not None
-        answered = self._reading.model if self._reading else None
         config = self.route.config
-        if answered and self.runtime.pricer.knows(
+        return self.runtime.pricer.billed_model(
             config.family,
             self.route.name,
-            answered,
+            None if self.model == "unknown" else self.model,
+            self._reading.model if self._reading else None,
             pricing_provider=config.pricing_provider,
-        ):
-            return answered
-        return None if self.model == "unknown" else self.model
+        )
 
-    def _price_usage(self, usage: Usage, model: str | None = None) -> Price:
+    def _price_usage(
+        self, usage: Usage, model: str | None = None, service_tier: str | None = None
+    ) -> Price:
         assert self.route is not None
         if model is None:
             model = None if self.model == "unknown" else self.model
@@ -584,6 +606,7 @@ class Call:
             model,
             usage,
             pricing_provider=self.route.config.pricing_provider,
+            service_tier=service_tier,
         )
 
     def _settlement(self) -> Settlement:

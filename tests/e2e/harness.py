@@ -19,7 +19,6 @@ from typing import Any
 import redis
 
 from extproc.local import RecordedRequest, Reply
-
 from tests.provider_fixtures import FIXTURES
 
 REPLAY_HEADER = "x-replay-fixture"

@@ -8,10 +8,9 @@ import time
 from datetime import datetime
 from decimal import ROUND_CEILING, Decimal
 
+import botocore.auth
 import genai_prices
 import pytest
-
-import botocore.auth
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials

@@ -94,3 +94,34 @@ def test_body_format_keeps_a_label_the_bytes_do_not_contradict(
     declared, head, expected
 ) -> None:
     assert expected == body_format(declared, head)
+
+
+def test_a_json_array_stream_without_a_content_type_is_read_as_json() -> None:
+    body = (
+        b'[{"candidates":[{"content":{"parts":[{"text":"hi"}]}}]},'
+        b'{"candidates":[{"finishReason":"STOP"}],"usageMetadata":'
+        b'{"promptTokenCount":5,"candidatesTokenCount":2,"totalTokenCount":7}}]'
+    )
+    path = "/v1beta/models/gemini-2.5-flash:streamGenerateContent"
+
+    reading = meter(body, "", provider="gemini", path=path)
+
+    assert (Usage(5, 2, reasoning_tokens=0), True) == (reading.usage, reading.complete)
+
+
+def test_usage_in_the_headers_stands_in_for_a_body_without_it() -> None:
+    path = "/model/mistral.mistral-large-2407-v1:0/invoke"
+    headers = {
+        "x-amzn-bedrock-input-token-count": "20",
+        "x-amzn-bedrock-output-token-count": "7",
+    }
+
+    reading = meter(
+        b'{"outputs":[{"text":"hello","stop_reason":"stop"}]}',
+        "application/json",
+        provider="bedrock",
+        path=path,
+        headers=headers,
+    )
+
+    assert (Usage(20, 7), None) == (reading.usage, reading.problem)

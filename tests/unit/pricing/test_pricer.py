@@ -160,3 +160,63 @@ def test_a_model_named_with_a_provider_path_is_priced_as_the_model() -> None:
         pricer.price("gemini", "gemini", "gemini-2.5-flash", usage).cost_micro_usd,
         "genai-prices",
     ) == (routed.cost_micro_usd, google.cost_micro_usd, routed.source)
+
+
+def test_the_service_tier_the_provider_reports_sets_the_rates() -> None:
+    pricer = Pricer(Pricing())
+    usage = Usage(input_tokens=100_000, output_tokens=100_000)
+
+    standard = pricer.price("openai", "openai", "gpt-5", usage)
+    flex = pricer.price("openai", "openai", "gpt-5", usage, service_tier="flex")
+
+    assert standard.cost_micro_usd == 2 * flex.cost_micro_usd
+
+
+def test_web_searches_and_audio_input_are_priced_at_their_own_rates() -> None:
+    pricer = Pricer(Pricing())
+
+    searches = (
+        pricer.price(
+            "anthropic",
+            "anthropic",
+            "claude-sonnet-4-5",
+            Usage(15, 42, web_search_requests=3),
+        ).cost_micro_usd
+        - pricer.price(
+            "anthropic", "anthropic", "claude-sonnet-4-5", Usage(15, 42)
+        ).cost_micro_usd
+    )
+    audio = pricer.price(
+        "gemini", "gemini", "gemini-2.5-flash", Usage(1000, 0, input_audio_tokens=1000)
+    )
+    text = pricer.price("gemini", "gemini", "gemini-2.5-flash", Usage(1000, 0))
+
+    assert 30_000 == searches  # 10 USD per thousand searches
+    assert audio.cost_micro_usd > text.cost_micro_usd
+
+
+def test_counters_that_contradict_each_other_are_priced_not_refused() -> None:
+    # More cached tokens than prompt tokens; a 1h breakdown beyond the writes.
+    pricer = Pricer(Pricing())
+
+    cached = pricer.price(
+        "openai", "openai", "gpt-4o", Usage(10, 1, cache_read_tokens=100)
+    )
+    hour = pricer.price(
+        "anthropic",
+        "anthropic",
+        "claude-sonnet-4-5",
+        Usage(3005, 42, cache_write_tokens=0, cache_write_1h_tokens=3000),
+    )
+
+    assert ("genai-prices", "genai-prices") == (cached.source, hour.source)
+    assert cached.cost_micro_usd > 0 and hour.cost_micro_usd > 18_000
+
+
+def test_the_answered_model_is_billed_when_it_has_a_price() -> None:
+    pricer = Pricer(Pricing())
+
+    assert ("gpt-5-nano", "my-router") == (
+        pricer.billed_model("azure-openai", "azure", "my-router", "gpt-5-nano"),
+        pricer.billed_model("azure-openai", "azure", "my-router", "no-such-model"),
+    )

@@ -193,3 +193,70 @@ def test_stream_counts_text_thinking_and_tool_json_chars() -> None:
 
 def test_stream_without_message_stop_is_incomplete() -> None:
     assert False is meter(start(input_tokens=1, output_tokens=1)).complete
+
+
+def test_a_delta_restating_counts_as_zero_keeps_the_start_counts() -> None:
+    reading = meter(
+        start(input_tokens=3, cache_read_input_tokens=20000, output_tokens=1),
+        delta(
+            input_tokens=0,
+            cache_creation_input_tokens=0,
+            cache_read_input_tokens=0,
+            output_tokens=42,
+        ),
+        STOP,
+    )
+
+    assert Usage(20003, 42, cache_read_tokens=20000) == reading.usage
+
+
+def test_one_hour_cache_writes_survive_a_delta_that_zeroes_the_total() -> None:
+    hour = {"ephemeral_5m_input_tokens": 0, "ephemeral_1h_input_tokens": 3000}
+    reading = meter(
+        event(
+            {
+                "type": "message_start",
+                "message": {
+                    "model": "claude-x",
+                    "usage": {
+                        "input_tokens": 5,
+                        "cache_creation_input_tokens": 3000,
+                        "cache_creation": hour,
+                        "output_tokens": 1,
+                    },
+                },
+            }
+        ),
+        delta(input_tokens=0, cache_creation_input_tokens=0, output_tokens=42),
+        STOP,
+    )
+
+    assert (3005, 3000, 3000) == (
+        reading.usage.input_tokens,
+        reading.usage.cache_write_tokens,
+        reading.usage.cache_write_1h_tokens,
+    )
+
+
+def test_web_searches_are_counted_beside_the_tokens() -> None:
+    usage = anthropic_usage(
+        {
+            "input_tokens": 15,
+            "output_tokens": 42,
+            "server_tool_use": {"web_search_requests": 3},
+        }
+    )
+
+    assert 3 == usage.web_search_requests
+
+
+def test_the_service_tier_of_the_answer_is_read() -> None:
+    reader = ANTHROPIC.open_reader(
+        MESSAGES, streaming=False, content_type="application/json"
+    )
+    reader.feed(
+        b'{"type":"message","model":"claude-x","content":[],'
+        b'"usage":{"input_tokens":5,"output_tokens":1,"service_tier":"priority"}}'
+    )
+
+    assert "priority" == reader.finish().service_tier

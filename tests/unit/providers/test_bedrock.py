@@ -320,3 +320,35 @@ def test_chunk_with_bad_base64_is_unparseable_data_not_a_fault() -> None:
     )
 
     assert reading.problem.startswith("unparseable event data")
+
+
+def test_invoke_of_an_openai_model_reads_its_chat_completion_usage() -> None:
+    path = "/model/openai.gpt-oss-120b-1:0/invoke"
+    endpoint = BEDROCK.endpoint_for("POST", path)
+    reader = BEDROCK.open_reader(
+        endpoint, streaming=False, content_type="application/json"
+    )
+    reader.feed(
+        b'{"object":"chat.completion","choices":[{"message":{"content":"hi"}}],'
+        b'"usage":{"prompt_tokens":85,"completion_tokens":40,"total_tokens":125}}'
+    )
+
+    usage = reader.finish().usage
+    assert (85, 40) == (usage.input_tokens, usage.output_tokens)
+
+
+def test_usage_headers_of_invoke_model_count_cache_in_the_input() -> None:
+    usage = BEDROCK.header_usage(
+        {
+            "x-amzn-bedrock-input-token-count": "12",
+            "x-amzn-bedrock-output-token-count": "30",
+            "x-amzn-bedrock-cache-read-input-token-count": "1000",
+        }
+    )
+
+    assert Usage(1012, 30, cache_read_tokens=1000) == usage
+
+
+@pytest.mark.parametrize("value", ["", "many", "-3"])
+def test_missing_or_malformed_usage_headers_give_no_usage(value) -> None:
+    assert None is BEDROCK.header_usage({"x-amzn-bedrock-input-token-count": value})

@@ -148,3 +148,60 @@ def test_error_body_has_google_error_shape() -> None:
         body["error"]["status"],
         body["error"]["message"],
     )
+
+
+def test_audio_in_the_prompt_breakdown_is_counted_apart() -> None:
+    usage = gemini_usage(
+        {
+            "promptTokenCount": 100000,
+            "candidatesTokenCount": 6,
+            "totalTokenCount": 100006,
+            "promptTokensDetails": [
+                {"modality": "AUDIO", "tokenCount": 99990},
+                {"modality": "TEXT", "tokenCount": 10},
+            ],
+        }
+    )
+
+    assert (100000, 99990) == (usage.input_tokens, usage.input_audio_tokens)
+
+
+VERTEX_CLAUDE = (
+    "/v1/projects/p/locations/us-east5/publishers/anthropic/models/"
+    "claude-sonnet-4-5@20250929:streamRawPredict"
+)
+
+
+def test_claude_on_vertex_is_read_as_anthropic_messages() -> None:
+    vertex = VertexFamily()
+    endpoint = vertex.endpoint_for("POST", VERTEX_CLAUDE)
+    facts = vertex.read_request(
+        endpoint,
+        VERTEX_CLAUDE,
+        b'{"anthropic_version":"vertex-2023-10-16","max_tokens":100,"messages":[]}',
+    )
+    reader = vertex.open_reader(
+        endpoint, streaming=True, content_type="text/event-stream"
+    )
+    reader.feed(
+        b'event: message_start\ndata: {"type":"message_start","message":'
+        b'{"model":"claude-sonnet-4-5","usage":{"input_tokens":9,"output_tokens":1}}}'
+        b'\n\nevent: message_delta\ndata: {"type":"message_delta","delta":{},'
+        b'"usage":{"output_tokens":30}}\n\n'
+        b'event: message_stop\ndata: {"type":"message_stop"}\n\n'
+    )
+
+    assert ("claude-sonnet-4-5@20250929", True, 100) == (
+        facts.model,
+        facts.streaming,
+        facts.max_output_tokens,
+    )
+    assert Usage(9, 30) == reader.finish().usage
+
+
+def test_claude_token_counting_on_vertex_is_free() -> None:
+    path = (
+        "/v1/projects/p/locations/l/publishers/anthropic/models/count-tokens:rawPredict"
+    )
+
+    assert False is VertexFamily().endpoint_for("POST", path).billable

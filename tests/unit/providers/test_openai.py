@@ -9,7 +9,7 @@ import pytest
 from extproc.errors import BadRequest
 from extproc.providers.azure_openai import AzureOpenAIFamily
 from extproc.providers.base import Endpoint
-from extproc.providers.openai import OpenAIFamily
+from extproc.providers.openai import OpenAIFamily, openai_usage
 
 OPENAI = OpenAIFamily()
 CHAT = Endpoint("openai", "chat")
@@ -260,3 +260,57 @@ def test_error_problem_comes_first_among_problems() -> None:
     reading = meter("data: {oops\n\n", 'data: {"error": {"message": "m"}}\n\n')
 
     assert reading.problem.startswith("error: m; ")
+
+
+def test_reasoning_counted_beside_completion_tokens_joins_the_output() -> None:
+    # xAI: total = prompt + completion + reasoning, and the total is billed.
+    usage = openai_usage(
+        {
+            "prompt_tokens": 12,
+            "completion_tokens": 1,
+            "total_tokens": 399,
+            "completion_tokens_details": {"reasoning_tokens": 386},
+        }
+    )
+
+    assert (387, 386, 399) == (
+        usage.output_tokens,
+        usage.reasoning_tokens,
+        usage.total_tokens,
+    )
+
+
+def test_reasoning_inside_completion_tokens_is_not_added_again() -> None:
+    usage = openai_usage(
+        {
+            "prompt_tokens": 7,
+            "completion_tokens": 87,
+            "total_tokens": 94,
+            "completion_tokens_details": {"reasoning_tokens": 64},
+        }
+    )
+
+    assert (87, 64) == (usage.output_tokens, usage.reasoning_tokens)
+
+
+def test_audio_tokens_are_read_as_parts_of_input_and_output() -> None:
+    usage = openai_usage(
+        {
+            "prompt_tokens": 100,
+            "completion_tokens": 50,
+            "prompt_tokens_details": {"audio_tokens": 80},
+            "completion_tokens_details": {"audio_tokens": 40},
+        }
+    )
+
+    assert (80, 40) == (usage.input_audio_tokens, usage.output_audio_tokens)
+
+
+def test_the_service_tier_of_the_answer_is_read() -> None:
+    reader = OPENAI.open_reader(CHAT, streaming=False, content_type="application/json")
+    reader.feed(
+        b'{"object":"chat.completion","model":"gpt-4.1","service_tier":"priority",'
+        b'"choices":[],"usage":{"prompt_tokens":5,"completion_tokens":1}}'
+    )
+
+    assert "priority" == reader.finish().service_tier

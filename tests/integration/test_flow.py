@@ -1,0 +1,90 @@
+"""One call through the real stream handler and Redis: what it is charged."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+from tests.integration.flow import request, response, run_call
+
+EMBED = "/gemini/v1beta/models/text-embedding-004:embedContent"
+CHAT = "/openai/v1/chat/completions"
+
+
+def _policy(extra_providers: str = "") -> str:
+    return (
+        textwrap.dedent("""
+        providers:
+          gemini: {family: gemini, route_prefix: /gemini}
+          openai: {family: openai, route_prefix: /openai}
+    """)
+        + textwrap.indent(textwrap.dedent(extra_providers), "  ")
+        + textwrap.dedent("""
+        users:
+          default: {budget: {capacity_usd: "5"}}
+    """)
+    )
+
+
+def test_refusal_after_admission_releases_the_reservation(redis_server, tmp_path):
+    secret_file = tmp_path / "aws"
+    secret_file.write_text("not-an-aws-key-pair")
+    bedrock = f"""
+        bedrock:
+          family: bedrock
+          route_prefix: /bedrock
+          upstream_host: bedrock-runtime.us-east-1.amazonaws.com
+          credential: {{file: {secret_file}}}
+    """
+    body = b'{"messages":[{"role":"user","content":[{"text":"hi"}]}]}'
+
+    outcome = run_call(
+        redis_server.url,
+        _policy(bedrock),
+        request("/bedrock/model/amazon.nova-pro-v1%3A0/converse", body),
+        tmp_path / "journal.jsonl",
+    )
+
+    assert 503 == outcome.answers[-1].immediate_response.status.code
+    assert (5_000_000, [], 0) == (outcome.level, outcome.ledger, outcome.leases)
+
+
+def test_embeddings_without_usage_are_estimated_with_no_output(
+    redis_server, tmp_path: Path
+) -> None:
+    vector = b"[" + b",".join(b"0.0123456" for _ in range(3072)) + b"]"
+    messages = request(EMBED, b'{"content":{"parts":[{"text":"hello"}]}}')
+    messages += response(b'{"embedding":{"values":' + vector + b"}}")
+
+    outcome = run_call(
+        redis_server.url, _policy(), messages, tmp_path / "journal.jsonl"
+    )
+
+    [entry] = outcome.ledger
+    assert ("estimated_no_usage", 0) == (
+        entry["outcome"],
+        entry["detail"]["usage"]["output_tokens"],
+    )
+    assert entry["detail"]["usage"]["input_tokens"] > 0
+
+
+def test_a_usage_the_pricing_library_refuses_is_still_charged(
+    redis_server, tmp_path: Path
+) -> None:
+    # More cached tokens than prompt tokens: genai-prices raises on these.
+    answer = (
+        b'{"id":"x","object":"chat.completion","model":"gpt-4o","choices":[],'
+        b'"usage":{"prompt_tokens":10,"completion_tokens":5,'
+        b'"prompt_tokens_details":{"cached_tokens":900}}}'
+    )
+    messages = request(CHAT, b'{"model":"gpt-4o","max_tokens":5,"messages":[]}')
+    messages += response(answer)
+
+    outcome = run_call(
+        redis_server.url, _policy(), messages, tmp_path / "journal.jsonl"
+    )
+
+    [entry] = outcome.ledger
+    assert "metered" == entry["outcome"]
+    assert 900 == entry["detail"]["usage"]["input_tokens"]
+    assert entry["cost_micro_usd"] > 0
