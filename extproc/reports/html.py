@@ -143,6 +143,7 @@ figure { margin: 0; }
 svg.chart { width: 100%; height: auto; display: block; }
 svg.chart text { font: 11px system-ui, "DejaVu Sans", sans-serif; fill: var(--muted); }
 svg.chart .grid { stroke: var(--rule); stroke-width: 1; }
+svg.chart .weekend { fill: var(--panel); }
 svg.chart .axis { stroke: var(--ink); stroke-width: 1; }
 .legend { display: flex; flex-wrap: wrap; gap: 6px 18px; margin: 8px 0 0 84px;
   padding: 0; list-style: none; }
@@ -293,6 +294,12 @@ def _svg(
             'role="img" aria-label="Daily spend by series">'
         )
     ]
+    for i, day in enumerate(days):
+        if day.weekday() >= 5:  # weekends shaded: the weekly rhythm shows
+            parts.append(
+                f'<rect class="weekend" x="{_MARGIN_LEFT + i * slot:.1f}" '
+                f'y="{_MARGIN_TOP}" width="{slot:.1f}" height="{plot_h}"/>'
+            )
     for tick in ticks:
         ty = y(tick)
         parts.append(
@@ -467,7 +474,8 @@ def _footnote(money: _Money) -> str:
     return (
         f"<footer>{conversion}Estimated spend was charged on an estimate because the "
         "provider reported no usage or the response was cut short; metered spend was "
-        "priced from the usage the provider reported. The ledger keeps exact "
+        "priced from the usage the provider reported. Days are UTC days; "
+        "weekends are shaded. The ledger keeps exact "
         "micro-USD; figures here are rounded to cents.</footer>"
     )
 

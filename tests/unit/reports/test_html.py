@@ -54,7 +54,8 @@ ROWS = [
 
 
 def _rects(page: str) -> list[str]:
-    return re.findall(r"<rect [^>]*>", page)
+    """The bar segments (weekend shading aside)."""
+    return re.findall(r"<rect x[^>]*>", page)
 
 
 def test_page_loads_nothing_from_anywhere() -> None:
@@ -195,3 +196,10 @@ def test_no_spend_says_so_instead_of_drawing() -> None:
     page = render_html([], first=date(2026, 11, 1), last=date(2026, 11, 30))
 
     assert ("No spend in this period." in page, "<rect" in page) == (True, False)
+
+
+def test_weekends_are_shaded_behind_the_bars() -> None:
+    page = render_html(ROWS, dimension="team")
+
+    # 01 Nov 2026 is a Sunday; 02 and 03 Nov are weekdays.
+    assert 1 == len(re.findall(r'<rect class="weekend"', page))
