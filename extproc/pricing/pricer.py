@@ -6,6 +6,14 @@ provider and model, a policy override for the model under any provider, the
 unknown model is never free). A resolution is computed once per (provider,
 model) and kept for the life of the policy.
 
+The library price in force for a model is read once as per-token rates
+(by asking the library to price probe usages, checked against it on a mixed
+usage) and applied to the common counters: input, cache read, cache write,
+output, below the first long-context tier. Anything else (input past a tier,
+audio, web searches, one-hour cache writes, a served service tier, a price
+shape the rates cannot express) is priced by the library call by call. Both
+ways give the same figure.
+
 Costs are rounded up to the next whole micro-USD: a call that used tokens is
 never recorded as free, and the rounding never exceeds one micro-USD a call.
 """
@@ -14,6 +22,8 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import ROUND_CEILING, Decimal
@@ -95,6 +105,9 @@ class Pricer:
         self._pricing = pricing
         self._overrides = {(p.provider, p.model.lower()): p for p in pricing.models}
         self._resolved: dict[tuple[str, str, str | None], _Resolved] = {}
+        self._cards: dict[
+            tuple[int, int, str | None], tuple[int, _FlatCard | None]
+        ] = {}
         self._lock = threading.Lock()
 
     def price(
@@ -176,13 +189,26 @@ class Pricer:
         if resolved.rates is not None:
             return resolved.rates.cost(usage)
         provider, model = resolved.library
-        calculation = model.calc_price(
-            _library_usage(usage),
-            provider,
-            genai_request_timestamp=datetime.now(UTC),
-            price_context={"service_tier": service_tier} if service_tier else None,
-        )
-        return calculation.total_price * MICRO_PER_USD
+        if not _has_extras(usage):
+            card = self._flat_card(provider, model, service_tier)
+            if card is not None and card.covers(usage):
+                return card.rates.cost(usage)
+        return _library_cost(provider, model, usage, service_tier)
+
+    def _flat_card(
+        self, provider: Any, model: Any, service_tier: str | None
+    ) -> _FlatCard | None:
+        """The library's rates for ``model`` in ``service_tier``, read again
+        each minute: library prices change at dates and times of day, given
+        to the minute."""
+        minute = int(time.time() // 60)
+        key = (id(provider), id(model), service_tier)
+        cached = self._cards.get(key)
+        if cached is None or cached[0] != minute:
+            cached = (minute, _flat_card(provider, model, service_tier))
+            with self._lock:
+                self._cards[key] = cached
+        return cached[1]
 
     def _resolve(
         self,
@@ -282,6 +308,104 @@ def _library_usage(usage: Usage) -> genai_prices.Usage:
         if getattr(usage, ours):
             fields[theirs] = getattr(usage, ours)
     return genai_prices.Usage(**fields)
+
+
+_PROBE_TOKENS = 1_000
+_CHECK_USAGE = Usage(
+    input_tokens=7_000,
+    output_tokens=3_000,
+    cache_read_tokens=2_000,
+    cache_write_tokens=1_000,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class _FlatCard:
+    """A library price read as per-token rates, valid up to an input size.
+
+    Long-context tiers charge every token at the tier's rate once the input
+    passes the tier's start, so below the first start the base rates hold.
+    """
+
+    rates: _Rates
+    max_input_tokens: int | None  # None: no tiers, valid for any input
+
+    def covers(self, usage: Usage) -> bool:
+        limit = self.max_input_tokens
+        return limit is None or usage.input_tokens <= limit
+
+
+def _flat_card(provider: Any, model: Any, service_tier: str | None) -> _FlatCard | None:
+    """The library's current price of ``model`` as per-token rates, or None
+    when the probes do not reproduce the library's own figure (a price
+    shape these rates cannot express)."""
+    limit = min(_tier_starts(model), default=None)
+    if limit is not None and limit < _CHECK_USAGE.input_tokens:
+        return None
+
+    def cost(usage: Usage) -> Decimal:
+        return _library_cost(provider, model, usage, service_tier)
+
+    try:
+        rates = _probe_rates(cost)
+        agrees = rates.cost(_CHECK_USAGE) == cost(_CHECK_USAGE)
+    except Exception:  # the library refuses a probe: price call by call
+        return None
+
+    return _FlatCard(rates, limit) if agrees else None
+
+
+def _tier_starts(model: Any) -> list[int]:
+    """Where any long-context tier of any of ``model``'s prices starts."""
+    prices = model.prices
+    cards = [prices] if not isinstance(prices, list) else [c.prices for c in prices]
+    cards += [variant.prices for variant in model.price_variants or ()]
+    return [
+        tier.start
+        for card in cards
+        for value in vars(card).values()
+        if isinstance(value, genai_prices.types.TieredPrices)
+        for tier in value.tiers
+    ]
+
+
+def _probe_rates(cost: Callable[[Usage], Decimal]) -> _Rates:
+    n = _PROBE_TOKENS
+
+    def rate(**counts: int) -> Decimal:
+        return cost(Usage(**counts)) / n
+
+    cache_write = rate(input_tokens=n, cache_write_tokens=n)
+    return _Rates(
+        input=rate(input_tokens=n),
+        output=rate(output_tokens=n),
+        cache_read=rate(input_tokens=n, cache_read_tokens=n),
+        cache_write=cache_write,
+        cache_write_1h=cache_write,  # one-hour writes go to the library
+    )
+
+
+def _library_cost(
+    provider: Any, model: Any, usage: Usage, service_tier: str | None = None
+) -> Decimal:
+    """What the library charges for ``usage`` now, in micro-USD."""
+    calculation = model.calc_price(
+        _library_usage(usage),
+        provider,
+        genai_request_timestamp=datetime.now(UTC),
+        price_context={"service_tier": service_tier} if service_tier else None,
+    )
+    return calculation.total_price * MICRO_PER_USD
+
+
+def _has_extras(usage: Usage) -> bool:
+    """Counters only the library prices: audio, searches, one-hour writes."""
+    return bool(
+        usage.cache_write_1h_tokens
+        or usage.input_audio_tokens
+        or usage.output_audio_tokens
+        or usage.web_search_requests
+    )
 
 
 def _override_rates(price: ModelPrice) -> _Rates:

@@ -220,3 +220,68 @@ def test_the_answered_model_is_billed_when_it_has_a_price() -> None:
         pricer.billed_model("azure-openai", "azure", "my-router", "gpt-5-nano"),
         pricer.billed_model("azure-openai", "azure", "my-router", "no-such-model"),
     )
+
+
+def _every_library_model():
+    from genai_prices import data_snapshot
+
+    for provider in data_snapshot.get_snapshot().providers:
+        for model in provider.models:
+            yield provider, model
+
+
+_RATE_CARD_USAGES = (
+    Usage(100, 50),
+    Usage(5_000, 100, cache_read_tokens=3_000),
+    Usage(10, 10, cache_read_tokens=5, cache_write_tokens=5),
+    Usage(199_999, 1),
+    Usage(200_001, 1, cache_write_tokens=1_000),
+    Usage(128_001, 7, cache_read_tokens=128_000),
+)
+
+
+def test_rate_cards_price_every_library_model_as_the_library_does() -> None:
+    pricer = Pricer(Pricing())
+    checked = 0
+
+    for provider, model in _every_library_model():
+        for tier in (None, "default", "standard", "priority", "flex"):
+            card = pricer._flat_card(provider, model, tier)
+            for usage in _RATE_CARD_USAGES:
+                if card is None or not card.covers(usage):
+                    continue
+                library = model.calc_price(
+                    genai_prices.Usage(
+                        input_tokens=usage.input_tokens,
+                        output_tokens=usage.output_tokens,
+                        cache_read_tokens=usage.cache_read_tokens,
+                        cache_write_tokens=usage.cache_write_tokens,
+                    ),
+                    provider,
+                    price_context={"service_tier": tier} if tier else None,
+                )
+                assert library.total_price * 1_000_000 == card.rates.cost(usage), (
+                    provider.id,
+                    model.id,
+                    tier,
+                    usage,
+                )
+                checked += 1
+
+    assert checked > 1_000
+
+
+def test_input_past_a_long_context_tier_is_priced_at_the_tier_rate() -> None:
+    pricer = Pricer(Pricing())
+    below, above = Usage(200_000, 0), Usage(200_001, 0)
+
+    short = pricer.price("anthropic", "anthropic", "claude-sonnet-4-5", below)
+    long = pricer.price("anthropic", "anthropic", "claude-sonnet-4-5", above)
+
+    expected_long = _library_micro(
+        genai_prices.Usage(input_tokens=200_001, output_tokens=0),
+        "claude-sonnet-4-5",
+        "anthropic",
+    )
+    assert expected_long == long.cost_micro_usd
+    assert long.cost_micro_usd * 10 > short.cost_micro_usd * 19  # a higher rate
