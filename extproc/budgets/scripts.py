@@ -43,12 +43,17 @@ for i = 1, n do
   local hold = tonumber(ARGV[at + 5])
   local state = redis.call('HMGET', KEYS[i + 2], 'level', 'ts', 'period', 'cap')
   local level, ts = tonumber(state[1]), tonumber(state[2])
-  local old_cap = tonumber(state[4])
-  if level ~= nil and old_cap ~= nil and old_cap ~= cap then
+  local old_cap, old_period = tonumber(state[4]), state[3]
+  if level ~= nil and old_cap == nil then
+    -- Charged before any reservation sized it (calls admitted while the
+    -- store was unreachable): it starts full, less what they spent.
+    level, ts, old_cap, old_period = cap + level, now, cap, period_id
+  end
+  if level ~= nil and old_cap ~= cap then
     -- The budget changed size: what was spent stays spent.
     level = level + (cap - old_cap)
   end
-  if level == nil or (period_id ~= '' and state[3] ~= period_id) then
+  if level == nil or (period_id ~= '' and old_period ~= period_id) then
     level, ts = cap, now
   elseif period_id == '' and amount > 0 and now > ts then
     local added = math.floor((now - ts) * amount / period_ms)

@@ -395,3 +395,23 @@ async def test_refusal_speaks_the_organisations_currency(redis_server) -> None:
         await client.aclose()
 
     assert "estimated 0.460000 EUR, available 0.092000 EUR" in refused.value.message
+
+
+async def test_bucket_first_charged_without_a_reservation_still_admits(store) -> None:
+    rpm = BucketSpec("user:newcomer#rpm", 5, 5, 60_000, unit="requests")
+    await store.settle(_settlement("r1", 120), [rpm], ALICE, reserved=False)
+
+    levels = await _reserve(store, "r2", 100, [rpm], now_ms=NOW_MS)
+
+    assert [3] == levels
+
+
+async def test_calendar_budget_first_charged_without_a_reservation_keeps_it(
+    store,
+) -> None:
+    month = BucketSpec("user:alice", 1000, period_id="month:2027-01-01")
+    await store.settle(_settlement("r1", 300), [month], ALICE, reserved=False)
+
+    levels = await _reserve(store, "r2", 100, [month], now_ms=NOW_MS)
+
+    assert [600] == levels
