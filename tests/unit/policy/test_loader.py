@@ -150,3 +150,27 @@ teams:
     )
 
     assert ["line 12: teams.search: << merges mappings only"] == problems
+
+
+def test_aliases_nested_into_a_huge_document_are_refused_quickly() -> None:
+    levels = ['l0: &l0 ["x", "x", "x", "x", "x", "x", "x", "x", "x", "x"]']
+    for level in range(1, 9):
+        repeats = ", ".join([f"*l{level - 1}"] * 10)
+        levels.append(f"l{level}: &l{level} [{repeats}]")
+    text = MINIMAL + "bomb:\n" + "".join(f"  {line}\n" for line in levels)
+
+    problems = _problems(text)
+
+    assert "the file expands to over 100000 values" in problems[0]
+
+
+def test_merge_keys_nested_into_a_huge_document_are_refused_quickly() -> None:
+    levels = ["m0: &m0 {a: 1}"]
+    for level in range(1, 12):
+        repeats = ", ".join([f"*m{level - 1}"] * 10)
+        levels.append(f"m{level}: &m{level} {{<<: [{repeats}]}}")
+    text = MINIMAL + "bomb:\n" + "".join(f"  {line}\n" for line in levels)
+
+    problems = _problems(text)
+
+    assert "the file expands to over 100000 values" in problems[0]
