@@ -15,7 +15,7 @@ from redis.asyncio.cluster import RedisCluster
 
 from extproc.budgets.leases import settle_expired_leases
 from extproc.budgets.store import Attribution, BucketSpec, BudgetStore, Settlement
-from extproc.errors import BudgetExceeded, StoreUnavailable
+from extproc.errors import BadRequest, BudgetExceeded, StoreUnavailable
 from extproc.money import format_money
 
 NOW_MS = 1_800_000_000_000
@@ -415,3 +415,15 @@ async def test_calendar_budget_first_charged_without_a_reservation_keeps_it(
     levels = await _reserve(store, "r2", 100, [month], now_ms=NOW_MS)
 
     assert [600] == levels
+
+
+async def test_estimate_past_exact_integers_is_refused_and_holds_nothing(
+    store,
+) -> None:
+    rpm = BucketSpec("user:alice#rpm", 5, 5, 60_000, unit="requests")
+
+    with pytest.raises(BadRequest):
+        await _reserve(store, "r1", 10**20, [rpm], now_ms=NOW_MS)
+
+    assert None is await store.reservation("r1")
+    assert [] == await store.expired_leases(NOW_MS + 10**9)

@@ -89,6 +89,13 @@ def test_negative_budget_is_refused() -> None:
     assert problems[0].startswith("line 9: users.default.budget.capacity_usd")
 
 
+def test_budget_past_what_redis_counts_exactly_is_refused_with_its_line() -> None:
+    problems = _problems(MINIMAL.replace('"2.50"', '"20000000000"'))
+
+    assert problems[0].startswith("line 9: users.default.budget.capacity_usd")
+    assert "1000000000" in problems[0]
+
+
 def test_bad_duration_is_refused() -> None:
     problems = _problems(MINIMAL.replace("1h", "1 hour"))
 
