@@ -427,3 +427,16 @@ async def test_estimate_past_exact_integers_is_refused_and_holds_nothing(
 
     assert None is await store.reservation("r1")
     assert [] == await store.expired_leases(NOW_MS + 10**9)
+
+
+async def test_gateway_with_a_lagging_clock_does_not_reset_a_new_period(
+    store,
+) -> None:
+    march = BucketSpec("user:alice", 1000, period_id="month:2027-03-01")
+    april = BucketSpec("user:alice", 1000, period_id="month:2027-04-01")
+    await _reserve(store, "r1", 300, [april])
+
+    await _reserve(store, "r2", 100, [march])
+    levels = await _reserve(store, "r3", 100, [april])
+
+    assert [500] == levels
