@@ -360,6 +360,11 @@ class BudgetStore:
             )
         return [m.decode() if isinstance(m, bytes) else m for m in members]
 
+    async def drop_lease(self, request_id: str) -> None:
+        """Forget the lease of ``request_id``, whose reservation is gone."""
+        with store_errors("dropping a lease"):
+            await self._redis.zrem(self.keys.leases, request_id)
+
     async def reservation(self, request_id: str) -> dict[str, str] | None:
         """The held reservation of ``request_id``, or None."""
         with store_errors("reading a reservation"):

@@ -440,3 +440,18 @@ async def test_gateway_with_a_lagging_clock_does_not_reset_a_new_period(
     levels = await _reserve(store, "r3", 100, [april])
 
     assert [500] == levels
+
+
+async def test_leases_whose_reservation_is_gone_do_not_block_the_sweep(store) -> None:
+    # A reservation hash can vanish before its lease (evicted by a volatile
+    # maxmemory policy): its lease must not hold the sweep's place forever.
+    await store._redis.zadd(
+        store.keys.leases, {f"gone-{i}": NOW_MS - 1000 + i for i in range(100)}
+    )
+    await _reserve(store, "r1", 300, [_bucket(1000)], now_ms=NOW_MS)
+
+    first = await settle_expired_leases(store, now_ms=NOW_MS + 61_000)
+    second = await settle_expired_leases(store, now_ms=NOW_MS + 62_000)
+
+    assert 1 == first + second
+    assert 0 == await store._redis.zcard(store.keys.leases)
