@@ -101,9 +101,13 @@ class Journal:
         return [line for line in text.splitlines() if line.strip()]
 
     def _append_synced(self, line: bytes) -> None:
-        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600)
         try:
-            os.write(fd, line)
+            if not _ends_a_line(fd):
+                # A record torn by a crash mid-append stays alone on its
+                # line (dropped at replay) instead of swallowing this one.
+                line = b"\n" + line
+            _write_all(fd, line)
             os.fsync(fd)
         finally:
             os.close(fd)
@@ -112,11 +116,24 @@ class Journal:
         temporary = self.path.with_suffix(self.path.suffix + ".tmp")
         fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
-            os.write(fd, "".join(line + "\n" for line in lines).encode())
+            _write_all(fd, "".join(line + "\n" for line in lines).encode())
             os.fsync(fd)
         finally:
             os.close(fd)
         os.replace(temporary, self.path)
+
+
+def _ends_a_line(fd: int) -> bool:
+    """Whether the file is empty or its last byte ends a line."""
+    size = os.fstat(fd).st_size
+    return size == 0 or os.pread(fd, 1, size - 1) == b"\n"
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    """Write all of ``data``; ``os.write`` may take only part of it."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
 
 
 async def _settle_all(store: BudgetStore, lines: list[str]) -> list[str]:

@@ -22,7 +22,9 @@ async def settle_expired_leases(
     """Charge every reservation whose lease has run out at its estimate.
 
     Exactly once: a call that settles at the same moment and this sweep both
-    go through the settlement script, and only the first one books.
+    go through the settlement script, and only the first one books. A lease
+    whose reservation is gone (settled meanwhile, or evicted) is dropped, so
+    that it never holds a place in the next sweeps.
     Returns how many reservations were charged now.
     """
     now_ms = int(time.time() * 1000) if now_ms is None else now_ms
@@ -30,6 +32,7 @@ async def settle_expired_leases(
     for request_id in await store.expired_leases(now_ms):
         held = await store.reservation(request_id)
         if held is None:
+            await store.drop_lease(request_id)
             continue
         if await _charge_estimate(store, request_id, held):
             charged += 1

@@ -34,8 +34,21 @@ if redis.call('EXISTS', KEYS[1]) == 1 then
   return {-1}
 end
 
+-- The period a bucket is in: the one asked for, unless the bucket is already
+-- in a later period of the same kind (ids are kind:yyyy-mm-dd). A gateway
+-- whose clock lags behind another's near a boundary then neither resets the
+-- bucket back to the old period nor, after it, to the new one again.
+local function period_in_force(stored, asked)
+  local kind = string.match(asked, '^[^:]*:')
+  if stored and kind and string.sub(stored, 1, #kind) == kind
+      and stored > asked then
+    return stored
+  end
+  return asked
+end
+
 local n = #KEYS - 2
-local levels, stamps = {}, {}
+local levels, stamps, periods = {}, {}, {}
 for i = 1, n do
   local at = 5 + 5 * (i - 1)
   local cap, amount = tonumber(ARGV[at + 1]), tonumber(ARGV[at + 2])
@@ -43,12 +56,18 @@ for i = 1, n do
   local hold = tonumber(ARGV[at + 5])
   local state = redis.call('HMGET', KEYS[i + 2], 'level', 'ts', 'period', 'cap')
   local level, ts = tonumber(state[1]), tonumber(state[2])
-  local old_cap = tonumber(state[4])
-  if level ~= nil and old_cap ~= nil and old_cap ~= cap then
+  local old_cap, old_period = tonumber(state[4]), state[3]
+  period_id = period_in_force(old_period, period_id)
+  if level ~= nil and old_cap == nil then
+    -- Charged before any reservation sized it (calls admitted while the
+    -- store was unreachable): it starts full, less what they spent.
+    level, ts, old_cap, old_period = cap + level, now, cap, period_id
+  end
+  if level ~= nil and old_cap ~= cap then
     -- The budget changed size: what was spent stays spent.
     level = level + (cap - old_cap)
   end
-  if level == nil or (period_id ~= '' and state[3] ~= period_id) then
+  if level == nil or (period_id ~= '' and old_period ~= period_id) then
     level, ts = cap, now
   elseif period_id == '' and amount > 0 and now > ts then
     local added = math.floor((now - ts) * amount / period_ms)
@@ -66,14 +85,14 @@ for i = 1, n do
     local in_flight = tonumber(redis.call('HGET', KEYS[i + 2], 'inflight')) or 0
     return {0, i, level, math.max(in_flight, 0)}
   end
-  levels[i], stamps[i] = level - hold, ts
+  levels[i], stamps[i], periods[i] = level - hold, ts, period_id
 end
 
-local buckets, periods, holds = {}, {}, {}
+local buckets, holds = {}, {}
 for i = 1, n do
   local at = 5 + 5 * (i - 1)
   local key = KEYS[i + 2]
-  if redis.call('HGET', key, 'period') ~= ARGV[at + 4] then
+  if redis.call('HGET', key, 'period') ~= periods[i] then
     for _, field in ipairs(redis.call('HKEYS', key)) do
       if string.sub(field, 1, 6) == 'alert:' then
         redis.call('HDEL', key, field)
@@ -81,9 +100,9 @@ for i = 1, n do
     end
   end
   redis.call('HSET', key, 'level', levels[i], 'ts', stamps[i],
-             'cap', ARGV[at + 1], 'period', ARGV[at + 4])
+             'cap', ARGV[at + 1], 'period', periods[i])
   redis.call('HINCRBY', key, 'inflight', ARGV[at + 5])
-  buckets[i], periods[i], holds[i] = key, ARGV[at + 4], ARGV[at + 5]
+  buckets[i], holds[i] = key, ARGV[at + 5]
 end
 redis.call('HSET', KEYS[1], 'estimate', ARGV[2], 'created', now,
            'buckets', table.concat(buckets, '\\n'),

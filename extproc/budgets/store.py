@@ -20,7 +20,7 @@ from typing import Any
 
 from extproc.budgets.clients import AsyncClient, store_errors
 from extproc.budgets.scripts import RESERVE, SETTLE
-from extproc.errors import BudgetExceeded, RateLimited, StoreUnavailable
+from extproc.errors import BadRequest, BudgetExceeded, RateLimited, StoreUnavailable
 from extproc.money import format_money
 
 log = logging.getLogger(__name__)
@@ -29,6 +29,9 @@ SETTLED_MARKER_TTL_S = 7 * 86_400
 SPEND_RETENTION_S = 400 * 86_400
 LEDGER_MAX_ENTRIES = 1_000_000
 IN_FLIGHT_RETRY_S = 2  # retry-after when calls in flight hold what is missing
+# Lua numbers are doubles: integers are exact, and written back as integers,
+# only up to here. No real call's estimate comes near it.
+MAX_EXACT_AMOUNT = 2**53 - 1
 
 
 UNIT_MICRO_USD = "micro_usd"
@@ -213,9 +216,12 @@ class BudgetStore:
         """Hold the estimate on every bucket, or on none.
 
         Returns each bucket's level after the hold, in ``buckets`` order.
-        Raises ``BudgetExceeded`` naming the bucket that cannot hold it, and
-        ``StoreUnavailable`` when Redis does not answer.
+        Raises ``BudgetExceeded`` naming the bucket that cannot hold it,
+        ``BadRequest`` for an estimate past what the scripts count exactly
+        (an absurd ``max_tokens``), and ``StoreUnavailable`` when Redis does
+        not answer.
         """
+        _check_exact(estimate_micro_usd, estimate_tokens)
         keys = [self.keys.reservation(request_id), self.keys.leases]
         keys += [self.keys.bucket(b.scope) for b in buckets]
         args: list[Any] = [
@@ -354,6 +360,11 @@ class BudgetStore:
             )
         return [m.decode() if isinstance(m, bytes) else m for m in members]
 
+    async def drop_lease(self, request_id: str) -> None:
+        """Forget the lease of ``request_id``, whose reservation is gone."""
+        with store_errors("dropping a lease"):
+            await self._redis.zrem(self.keys.leases, request_id)
+
     async def reservation(self, request_id: str) -> dict[str, str] | None:
         """The held reservation of ``request_id``, or None."""
         with store_errors("reading a reservation"):
@@ -365,6 +376,16 @@ class BudgetStore:
     async def _call(self, script: Any, keys: list[str], args: list[Any]) -> list[Any]:
         with store_errors("running a budget script"):
             return await script(keys=keys, args=args)
+
+
+def _check_exact(estimate_micro_usd: int, estimate_tokens: int) -> None:
+    """Refuse an estimate the Lua scripts could not hold exactly: it would
+    be stored as a rounded float that no later settlement can charge."""
+    if max(estimate_micro_usd, estimate_tokens) > MAX_EXACT_AMOUNT:
+        raise BadRequest(
+            "this request's estimate is past what any budget can hold; "
+            "lower max_tokens"
+        )
 
 
 def _refusal(

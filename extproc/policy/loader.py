@@ -6,6 +6,7 @@ go straight to the key that is misspelled or out of range.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,28 @@ from extproc.policy.model import Policy
 Lines = dict[tuple[Any, ...], int]
 
 _MERGE_TAG = "tag:yaml.org,2002:merge"
+# Values built from the file, counted each time an alias repeats them: far
+# above any real policy, far below what nested aliases can expand to.
+MAX_VALUES = 100_000
+
+
+@dataclass
+class _Document:
+    """What building the YAML gathers: the line of every path, the problems
+    found, and how many values were built so far."""
+
+    lines: Lines = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)
+    values: int = 0
+
+    def count(self, node: yaml.Node) -> None:
+        """Count one more value; refuse a file past ``MAX_VALUES``."""
+        self.values += 1
+        if self.values > MAX_VALUES:
+            raise yaml.YAMLError(
+                f"line {node.start_mark.line + 1}: the file expands to over "
+                f"{MAX_VALUES} values (aliases repeating aliases?)"
+            )
 
 
 def load_policy(path: str | Path) -> Policy:
@@ -51,31 +74,29 @@ def _compose(text: str, source: str) -> tuple[Any, Lines]:
     if root is None:
         raise PolicyError(source, ["the file is empty"])
 
-    lines: Lines = {}
-    problems: list[str] = []
+    document = _Document()
     try:
-        data = _build(root, (), lines, problems)
+        data = _build(root, (), document)
     except yaml.YAMLError as exc:
         raise PolicyError(source, [f"not valid YAML: {exc}"]) from exc
-    if problems:
-        raise PolicyError(source, problems)
+    if document.problems:
+        raise PolicyError(source, document.problems)
 
-    return data, lines
+    return data, document.lines
 
 
-def _build(
-    node: yaml.Node, path: tuple[Any, ...], lines: Lines, problems: list[str]
-) -> Any:
+def _build(node: yaml.Node, path: tuple[Any, ...], document: _Document) -> Any:
     """Turn a YAML node into plain data, noting the line of every path.
 
     Floats stay strings so that money parses into Decimal exactly.
     """
-    lines[path] = node.start_mark.line + 1
+    document.count(node)
+    document.lines[path] = node.start_mark.line + 1
     if isinstance(node, yaml.MappingNode):
-        return _build_mapping(node, path, lines, problems)
+        return _build_mapping(node, path, document)
     if isinstance(node, yaml.SequenceNode):
         return [
-            _build(item, path + (index,), lines, problems)
+            _build(item, path + (index,), document)
             for index, item in enumerate(node.value)
         ]
 
@@ -83,7 +104,7 @@ def _build(
 
 
 def _build_mapping(
-    node: yaml.MappingNode, path: tuple[Any, ...], lines: Lines, problems: list[str]
+    node: yaml.MappingNode, path: tuple[Any, ...], document: _Document
 ) -> dict[Any, Any]:
     """A mapping's keys; ``<<: *anchor`` merge keys supply the keys that the
     mapping does not set itself, as YAML's merge key type defines."""
@@ -91,34 +112,35 @@ def _build_mapping(
     merged: dict[Any, Any] = {}
     for key_node, value_node in node.value:
         if key_node.tag == _MERGE_TAG:
-            merged = {**_merge_sources(value_node, path, lines, problems), **merged}
+            merged = {**_merge_sources(value_node, path, document), **merged}
             continue
         key = _scalar(key_node)
         if key in result:
-            problems.append(
+            document.problems.append(
                 f"line {key_node.start_mark.line + 1}: "
                 f"{_dotted(path + (key,))}: key given twice"
             )
-        result[key] = _build(value_node, path + (key,), lines, problems)
-        lines[path + (key,)] = key_node.start_mark.line + 1
+        result[key] = _build(value_node, path + (key,), document)
+        document.lines[path + (key,)] = key_node.start_mark.line + 1
 
     return {**merged, **result}
 
 
 def _merge_sources(
-    node: yaml.Node, path: tuple[Any, ...], lines: Lines, problems: list[str]
+    node: yaml.Node, path: tuple[Any, ...], document: _Document
 ) -> dict[Any, Any]:
     """What ``<<`` merges in: one mapping, or a list of them (earlier wins)."""
     sources = node.value if isinstance(node, yaml.SequenceNode) else [node]
     merged: dict[Any, Any] = {}
     for source in reversed(sources):
         if not isinstance(source, yaml.MappingNode):
-            problems.append(
+            document.problems.append(
                 f"line {source.start_mark.line + 1}: {_dotted(path) or '(top level)'}"
                 ": << merges mappings only"
             )
             continue
-        merged.update(_build_mapping(source, path, lines, problems))
+        document.count(source)
+        merged.update(_build_mapping(source, path, document))
 
     return merged
 

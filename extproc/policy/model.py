@@ -37,6 +37,11 @@ class _Strict(BaseModel):
 
 
 Usd = Annotated[Decimal, Field(ge=0, allow_inf_nan=False)]
+# Budgets are counted in micro-USD by Lua scripts whose numbers are doubles,
+# exact below 2**53 (about 9 billion USD); a budget stays well below that.
+MAX_BUDGET_USD = 1_000_000_000
+BudgetUsd = Annotated[Decimal, Field(ge=0, le=MAX_BUDGET_USD, allow_inf_nan=False)]
+MAX_PER_MINUTE = 10**12
 
 
 class CredentialSource(_Strict):
@@ -120,15 +125,15 @@ class Budget(_Strict):
     amount) reported once per period on the events stream.
     """
 
-    capacity_usd: Usd | None = None
-    refill_usd: Usd = Decimal(0)
+    capacity_usd: BudgetUsd | None = None
+    refill_usd: BudgetUsd = Decimal(0)
     refill_every: str = "1d"
-    amount_usd: Usd | None = None
+    amount_usd: BudgetUsd | None = None
     # The same amounts in the policy's currency (``currency.code``); turned
     # into USD at the policy's rate when the policy is read.
-    capacity: Usd | None = None
-    refill: Usd | None = None
-    amount: Usd | None = None
+    capacity: BudgetUsd | None = None
+    refill: BudgetUsd | None = None
+    amount: BudgetUsd | None = None
     period: Literal["day", "week", "month", "quarter"] | None = None
     soft_limits_percent: tuple[Annotated[int, Field(gt=0, le=100)], ...] = ()
     # Past a soft limit, or where the budget would refuse, a call to one of
@@ -216,8 +221,8 @@ class Currency(_Strict):
 class RateLimits(_Strict):
     """Requests and tokens per minute; a limit left out does not apply."""
 
-    requests_per_minute: int | None = Field(default=None, gt=0)
-    tokens_per_minute: int | None = Field(default=None, gt=0)
+    requests_per_minute: int | None = Field(default=None, gt=0, le=MAX_PER_MINUTE)
+    tokens_per_minute: int | None = Field(default=None, gt=0, le=MAX_PER_MINUTE)
 
 
 class Limits(_Strict):

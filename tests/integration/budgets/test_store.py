@@ -15,7 +15,7 @@ from redis.asyncio.cluster import RedisCluster
 
 from extproc.budgets.leases import settle_expired_leases
 from extproc.budgets.store import Attribution, BucketSpec, BudgetStore, Settlement
-from extproc.errors import BudgetExceeded, StoreUnavailable
+from extproc.errors import BadRequest, BudgetExceeded, StoreUnavailable
 from extproc.money import format_money
 
 NOW_MS = 1_800_000_000_000
@@ -395,3 +395,63 @@ async def test_refusal_speaks_the_organisations_currency(redis_server) -> None:
         await client.aclose()
 
     assert "estimated 0.460000 EUR, available 0.092000 EUR" in refused.value.message
+
+
+async def test_bucket_first_charged_without_a_reservation_still_admits(store) -> None:
+    rpm = BucketSpec("user:newcomer#rpm", 5, 5, 60_000, unit="requests")
+    await store.settle(_settlement("r1", 120), [rpm], ALICE, reserved=False)
+
+    levels = await _reserve(store, "r2", 100, [rpm], now_ms=NOW_MS)
+
+    assert [3] == levels
+
+
+async def test_calendar_budget_first_charged_without_a_reservation_keeps_it(
+    store,
+) -> None:
+    month = BucketSpec("user:alice", 1000, period_id="month:2027-01-01")
+    await store.settle(_settlement("r1", 300), [month], ALICE, reserved=False)
+
+    levels = await _reserve(store, "r2", 100, [month], now_ms=NOW_MS)
+
+    assert [600] == levels
+
+
+async def test_estimate_past_exact_integers_is_refused_and_holds_nothing(
+    store,
+) -> None:
+    rpm = BucketSpec("user:alice#rpm", 5, 5, 60_000, unit="requests")
+
+    with pytest.raises(BadRequest):
+        await _reserve(store, "r1", 10**20, [rpm], now_ms=NOW_MS)
+
+    assert None is await store.reservation("r1")
+    assert [] == await store.expired_leases(NOW_MS + 10**9)
+
+
+async def test_gateway_with_a_lagging_clock_does_not_reset_a_new_period(
+    store,
+) -> None:
+    march = BucketSpec("user:alice", 1000, period_id="month:2027-03-01")
+    april = BucketSpec("user:alice", 1000, period_id="month:2027-04-01")
+    await _reserve(store, "r1", 300, [april])
+
+    await _reserve(store, "r2", 100, [march])
+    levels = await _reserve(store, "r3", 100, [april])
+
+    assert [500] == levels
+
+
+async def test_leases_whose_reservation_is_gone_do_not_block_the_sweep(store) -> None:
+    # A reservation hash can vanish before its lease (evicted by a volatile
+    # maxmemory policy): its lease must not hold the sweep's place forever.
+    await store._redis.zadd(
+        store.keys.leases, {f"gone-{i}": NOW_MS - 1000 + i for i in range(100)}
+    )
+    await _reserve(store, "r1", 300, [_bucket(1000)], now_ms=NOW_MS)
+
+    first = await settle_expired_leases(store, now_ms=NOW_MS + 61_000)
+    second = await settle_expired_leases(store, now_ms=NOW_MS + 62_000)
+
+    assert 1 == first + second
+    assert 0 == await store._redis.zcard(store.keys.leases)

@@ -89,6 +89,13 @@ def test_negative_budget_is_refused() -> None:
     assert problems[0].startswith("line 9: users.default.budget.capacity_usd")
 
 
+def test_budget_past_what_redis_counts_exactly_is_refused_with_its_line() -> None:
+    problems = _problems(MINIMAL.replace('"2.50"', '"20000000000"'))
+
+    assert problems[0].startswith("line 9: users.default.budget.capacity_usd")
+    assert "1000000000" in problems[0]
+
+
 def test_bad_duration_is_refused() -> None:
     problems = _problems(MINIMAL.replace("1h", "1 hour"))
 
@@ -150,3 +157,27 @@ teams:
     )
 
     assert ["line 12: teams.search: << merges mappings only"] == problems
+
+
+def test_aliases_nested_into_a_huge_document_are_refused_quickly() -> None:
+    levels = ['l0: &l0 ["x", "x", "x", "x", "x", "x", "x", "x", "x", "x"]']
+    for level in range(1, 9):
+        repeats = ", ".join([f"*l{level - 1}"] * 10)
+        levels.append(f"l{level}: &l{level} [{repeats}]")
+    text = MINIMAL + "bomb:\n" + "".join(f"  {line}\n" for line in levels)
+
+    problems = _problems(text)
+
+    assert "the file expands to over 100000 values" in problems[0]
+
+
+def test_merge_keys_nested_into_a_huge_document_are_refused_quickly() -> None:
+    levels = ["m0: &m0 {a: 1}"]
+    for level in range(1, 12):
+        repeats = ", ".join([f"*m{level - 1}"] * 10)
+        levels.append(f"m{level}: &m{level} {{<<: [{repeats}]}}")
+    text = MINIMAL + "bomb:\n" + "".join(f"  {line}\n" for line in levels)
+
+    problems = _problems(text)
+
+    assert "the file expands to over 100000 values" in problems[0]

@@ -1,0 +1,46 @@
+"""The local journal of settlements against a real redis-server."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+import redis.asyncio as aioredis
+
+from extproc.budgets.journal import Journal
+from extproc.budgets.store import Attribution, BucketSpec, BudgetStore, Settlement
+
+ALICE = Attribution("alice", "openai", "gpt-4o")
+BUDGET = BucketSpec("user:alice", 1_000_000)
+
+
+@pytest.fixture
+async def store(redis_server) -> AsyncIterator[BudgetStore]:
+    client = aioredis.from_url(redis_server.url)
+    yield BudgetStore(client, f"t-{uuid.uuid4().hex[:8]}", lease_ms=60_000)
+    await client.aclose()
+
+
+def _settlement(request_id: str, cost: int) -> Settlement:
+    return Settlement(request_id, cost, 10, 5, False, "metered", {})
+
+
+async def _booked(store: BudgetStore) -> list[str]:
+    entries = await store._redis.xrange(store.keys.ledger)
+    return [fields[b"request_id"].decode() for _, fields in entries]
+
+
+async def test_settlement_after_a_torn_last_line_is_replayed(
+    store, tmp_path: Path
+) -> None:
+    path = tmp_path / "journal.jsonl"
+    path.write_text('{"settlement": {"request_id": "torn", "cost_mic')
+    journal = Journal(path, max_bytes=1 << 20)
+
+    await journal.append(_settlement("r1", 300), [BUDGET], ALICE, reserved=False)
+    await journal.replay(lambda: store)
+
+    assert ["r1"] == await _booked(store)
+    assert 0 == journal.depth
