@@ -111,6 +111,14 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         "report the ext_proc process's memory at start and end",
     )
     parser.add_argument(
+        "--hotpath",
+        type=int,
+        metavar="CALLS",
+        default=None,
+        help="only: feed CALLS JSON calls straight into Tollgate's stream "
+        "handler (no Envoy, no gRPC) and report its own CPU per call",
+    )
+    parser.add_argument(
         "--split",
         action="store_true",
         help="also run the no-op as two filters: a gate for the request and a "
@@ -184,6 +192,8 @@ def main(argv: list[str]) -> int:
 
     settings = _tollgate_settings(args.tollgate_env)
     telemetry = args.telemetry == "on"
+    if args.hotpath:
+        return _hotpath(args.hotpath, telemetry=telemetry, workdir=args.workdir)
     with _workdir(args.workdir) as workdir:
         setups = (FULL,) if args.soak else SETUPS
         if args.split and not args.soak:
@@ -210,6 +220,21 @@ def main(argv: list[str]) -> int:
     summary = lines.pop()
     lines += [f"(wall time {time.monotonic() - started:.0f} s)", summary]
     print("\n".join(lines), flush=True)
+
+    return 0
+
+
+def _hotpath(calls: int, *, telemetry: bool, workdir: Path | None) -> int:
+    from tollbench import hotpath  # imports the server only when asked
+
+    progress(f"hot path: {calls} JSON calls, {hotpath.CONCURRENCY} at a time")
+    result = hotpath.run(calls, telemetry=telemetry, workdir=workdir)
+    print(
+        f"hot path: {result.calls} calls in {result.wall_s:.2f} s, "
+        f"Tollgate CPU {result.cpu_us_per_call:,.0f} us per call "
+        f"(telemetry {'on' if result.telemetry else 'off'}; gRPC not included)",
+        flush=True,
+    )
 
     return 0
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import gc
 import logging
 import signal
 from collections.abc import Callable
@@ -32,6 +33,7 @@ from extproc.telemetry import Telemetry
 log = logging.getLogger(__name__)
 
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+GC_YOUNG_THRESHOLD = 10_000
 SERVICE_NAME = "envoy.service.ext_proc.v3.ExternalProcessor"
 
 # Envoy opens long-lived HTTP/2 connections; accept its keepalive pings
@@ -95,6 +97,7 @@ async def serve(settings: Settings, *, ready: Callable[[], None] | None = None) 
         ),
     ]
     admin = await _start_admin(settings, lambda: watcher.current.policy)
+    _tune_garbage_collector()
     log.info("tollgate ext_proc serving", extra={"listen": settings.grpc_listen})
     if ready is not None:
         ready()
@@ -106,6 +109,20 @@ async def serve(settings: Settings, *, ready: Callable[[], None] | None = None) 
         await admin.stop(settings.grace_period_s)
     telemetry.shutdown()
     await client.aclose()
+
+
+def _tune_garbage_collector() -> None:
+    """Keep the cyclic collector off the request path as far as is safe.
+
+    Every call allocates many short-lived protobuf and dict objects, so the
+    default young-generation threshold (700) runs a collection every few
+    calls; in profiles that was about 2% of the server's CPU. What was
+    built at start-up (the policy, price tables, modules) is frozen out of
+    every later collection.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
 
 
 async def _start_server(
