@@ -70,10 +70,11 @@ _ERROR_TYPES = {
 def openai_usage(raw: Mapping[str, Any]) -> Usage | None:
     """Normalise a chat-style or Responses-style usage object.
 
-    ``prompt_tokens_details.cached_tokens`` is the cache read and
-    ``cache_write_tokens`` (newer bodies) the cache write, both inside the
-    input. Reasoning is None where the server does not break it out, except
-    that nothing generated means no reasoning either (embeddings).
+    ``prompt_tokens_details.cached_tokens`` (or DeepSeek's
+    ``prompt_cache_hit_tokens``) is the cache read and ``cache_write_tokens``
+    (newer bodies) the cache write, both inside the input. Reasoning is None
+    where the server does not break it out, except that nothing generated
+    means no reasoning either (embeddings).
     """
     if "prompt_tokens" in raw or "completion_tokens" in raw:
         names = ("prompt_tokens", "completion_tokens")
@@ -96,11 +97,19 @@ def openai_usage(raw: Mapping[str, Any]) -> Usage | None:
     return Usage(
         input_tokens=input_tokens or 0,
         output_tokens=output_tokens,
-        cache_read_tokens=count(inputs, "cached_tokens") or 0,
+        cache_read_tokens=_cache_reads(raw, inputs),
         cache_write_tokens=count(inputs, "cache_write_tokens") or 0,
         reasoning_tokens=reasoning,
         input_audio_tokens=count(inputs, "audio_tokens") or 0,
         output_audio_tokens=count(outputs, "audio_tokens") or 0,
+    )
+
+
+def _cache_reads(raw: Mapping[str, Any], inputs: Mapping[str, Any]) -> int:
+    """The cached part of the input. OpenAI's detail and DeepSeek's own
+    counter name the same tokens, so a body that carries both counts once."""
+    return max(
+        count(inputs, "cached_tokens") or 0, count(raw, "prompt_cache_hit_tokens") or 0
     )
 
 

@@ -314,3 +314,31 @@ def test_the_service_tier_of_the_answer_is_read() -> None:
     )
 
     assert "priority" == reader.finish().service_tier
+
+
+def test_deepseek_cache_hits_are_read_as_cache_reads() -> None:
+    # DeepSeek reports its cache in its own counters, not in cached_tokens.
+    usage = openai_usage(
+        {
+            "prompt_tokens": 1000,
+            "completion_tokens": 10,
+            "total_tokens": 1010,
+            "prompt_cache_hit_tokens": 900,
+            "prompt_cache_miss_tokens": 100,
+        }
+    )
+
+    assert (1000, 900) == (usage.input_tokens, usage.cache_read_tokens)
+
+
+def test_cache_hits_reported_twice_are_counted_once() -> None:
+    usage = openai_usage(
+        {
+            "prompt_tokens": 1000,
+            "completion_tokens": 10,
+            "prompt_tokens_details": {"cached_tokens": 900},
+            "prompt_cache_hit_tokens": 900,
+        }
+    )
+
+    assert 900 == usage.cache_read_tokens
