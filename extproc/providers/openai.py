@@ -25,6 +25,7 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import unquote
 
+from extproc.errors import EndpointNotAllowed
 from extproc.metering.readers import (
     JsonBodyReader,
     SseReader,
@@ -256,7 +257,15 @@ class OpenAIFamily(ProviderFamily):
         return None
 
     def read_request(self, endpoint: Endpoint, path: str, body: bytes) -> RequestFacts:
+        """Raises ``EndpointNotAllowed`` for a background response: its
+        answer is a queued stub, and its usage comes later in a read that
+        the gateway passes unmetered."""
         obj = load_object(body, endpoint.operation)
+        if obj.get("background") is True and _route(path).endswith("/responses"):
+            raise EndpointNotAllowed(
+                "a background response finishes after this call, where the "
+                "gateway cannot meter it; send it without background"
+            )
 
         model = obj.get("model")
         if not isinstance(model, str) or not model:

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from extproc.errors import BadRequest
+from extproc.errors import BadRequest, EndpointNotAllowed
 from extproc.providers.azure_openai import AzureOpenAIFamily
 from extproc.providers.base import Endpoint
 from extproc.providers.openai import OpenAIFamily, openai_usage
@@ -342,3 +342,16 @@ def test_cache_hits_reported_twice_are_counted_once() -> None:
     )
 
     assert 900 == usage.cache_read_tokens
+
+
+def test_background_response_is_refused_because_its_usage_comes_later() -> None:
+    # The usage of a background response is only in a later GET, which
+    # passes unmetered; admitting it would bill a queued stub.
+    with pytest.raises(EndpointNotAllowed, match="background"):
+        read(b'{"model": "o3-pro", "background": true}', path="/v1/responses")
+
+
+def test_foreground_response_is_read() -> None:
+    facts = read(b'{"model": "o3", "background": false}', path="/v1/responses")
+
+    assert "o3" == facts.model
