@@ -347,7 +347,34 @@ class SseReader(EventReader):
 
     def _deliver(self, events: list[SseEvent]) -> None:
         for event in events:
-            self._guard(self.on_event, event)
+            for part in unjoined(event):
+                self._guard(self.on_event, part)
+
+
+def unjoined(event: SseEvent) -> list[SseEvent]:
+    """``event`` as the events its server meant.
+
+    A server that ends each event with one line break instead of a blank
+    line sends what the SSE rules read as one event whose data lines are
+    joined. When the joined data is not one JSON value but every line is
+    (or is ``[DONE]``), each line is an event of its own; otherwise the
+    event is kept whole.
+    """
+    lines = [line for line in event.data.split("\n") if line.strip()]
+    if len(lines) < 2 or _is_json(event.data):
+        return [event]
+    if not all(line.strip() == "[DONE]" or _is_json(line) for line in lines):
+        return [event]
+
+    return [SseEvent(event=event.event, data=line) for line in lines]
+
+
+def _is_json(text: str) -> bool:
+    try:
+        json.loads(text)
+    except (ValueError, RecursionError):
+        return False
+    return True
 
 
 class JsonSequenceReader(EventReader):

@@ -13,10 +13,12 @@ from extproc.metering.readers import (
     JsonBodyReader,
     JsonSplitter,
     MalformedUsage,
+    SseReader,
     Tally,
     body_kind,
     count,
 )
+from extproc.metering.sse import SseEvent
 from extproc.metering.usage import Usage
 
 
@@ -159,3 +161,33 @@ def test_body_kind_follows_the_content_type_first(
 def test_count_rejects_a_counter_no_call_could_reach() -> None:
     with pytest.raises(MalformedUsage):
         count({"n": 10**30}, "n")
+
+
+class _Collector(SseReader):
+    def __init__(self) -> None:
+        super().__init__()
+        self.data: list[str] = []
+
+    def on_event(self, event: SseEvent) -> None:
+        self.data.append(event.data)
+
+
+def collect(body: bytes) -> list[str]:
+    reader = _Collector()
+    reader.feed(body)
+    reader.finish()
+
+    return reader.data
+
+
+def test_sse_events_without_blank_lines_between_them_are_read_one_by_one() -> None:
+    # Some servers end each event with one line break instead of a blank line.
+    body = b'data: {"a": 1}\ndata: {"b": 2}\ndata: [DONE]\n'
+
+    assert ['{"a": 1}', '{"b": 2}', "[DONE]"] == collect(body)
+
+
+def test_sse_event_whose_data_lines_make_one_json_value_stays_whole() -> None:
+    body = b'data: {"a":\ndata:  1}\n\n'
+
+    assert ['{"a":\n 1}'] == collect(body)
