@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 from urllib.parse import unquote
 
@@ -167,7 +168,8 @@ def take_completion(obj: Mapping[str, Any], tally: Tally) -> None:
 
 
 def take_response(obj: Mapping[str, Any], tally: Tally) -> None:
-    """One Responses API ``response`` object (a body or inside an event)."""
+    """One Responses API ``response`` object (a body or inside an event);
+    its ``web_search_call`` output items are the web searches billed."""
     _take_error(obj, tally)
     tally.see_model(obj.get("model"))
     tally.see_service_tier(obj.get("service_tier"))
@@ -178,6 +180,23 @@ def take_response(obj: Mapping[str, Any], tally: Tally) -> None:
         tally.see_finish(status)
 
     _take_usage(obj.get("usage"), tally)
+    searches = _web_searches(obj.get("output"))
+    if tally.usage is not None and searches:
+        tally.usage = replace(tally.usage, web_search_requests=searches)
+
+
+def _web_searches(output: Any) -> int:
+    """Web search calls among a response's output items, billed per call;
+    a failed one is not counted."""
+    if not isinstance(output, list):
+        return 0
+    return sum(
+        1
+        for item in output
+        if isinstance(item, Mapping)
+        and item.get("type") == "web_search_call"
+        and item.get("status") != "failed"
+    )
 
 
 def _take_body(obj: Any, tally: Tally) -> None:

@@ -355,3 +355,34 @@ def test_foreground_response_is_read() -> None:
     facts = read(b'{"model": "o3", "background": false}', path="/v1/responses")
 
     assert "o3" == facts.model
+
+
+def _response_with_searches(*statuses: str) -> dict:
+    searches = [
+        {"type": "web_search_call", "id": f"ws_{i}", "status": status}
+        for i, status in enumerate(statuses)
+    ]
+    return {
+        "object": "response",
+        "status": "completed",
+        "model": "gpt-5",
+        "output": [*searches, {"type": "message", "content": []}],
+        "usage": {"input_tokens": 900, "output_tokens": 40, "total_tokens": 940},
+    }
+
+
+def test_responses_web_search_calls_are_counted_as_web_searches() -> None:
+    reader = OPENAI.open_reader(CHAT, streaming=False, content_type="application/json")
+    body = _response_with_searches("completed", "completed", "failed")
+    reader.feed(json.dumps(body).encode())
+
+    assert 2 == reader.finish().usage.web_search_requests
+
+
+def test_responses_stream_counts_web_searches_of_the_completed_response() -> None:
+    response = _response_with_searches("completed")
+    event = {"type": "response.completed", "response": response}
+
+    reading = meter(f"event: response.completed\ndata: {json.dumps(event)}\n\n")
+
+    assert 1 == reading.usage.web_search_requests
