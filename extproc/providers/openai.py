@@ -209,10 +209,16 @@ def _take_body(obj: Any, tally: Tally) -> None:
         take_completion(obj, tally)
 
 
+def _is_usage_chunk(obj: Mapping[str, Any]) -> bool:
+    """True for the usage chunk that ends a completion stream: usage with no
+    choices. Only ``[DONE]`` follows it, which some servers never send."""
+    return obj.get("choices") == [] and isinstance(obj.get("usage"), Mapping)
+
+
 class OpenAIStreamReader(SseReader):
-    """Chat / text completion chunks ending in ``[DONE]``, or Responses API
-    events ending in ``response.completed`` (or ``.incomplete``,
-    ``.failed``); told apart by the events themselves."""
+    """Chat / text completion chunks ending in their usage chunk and
+    ``[DONE]``, or Responses API events ending in ``response.completed`` (or
+    ``.incomplete``, ``.failed``); told apart by the events themselves."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -235,6 +241,7 @@ class OpenAIStreamReader(SseReader):
             self.tally.note_error(obj.get("code"), obj.get("message"))
         else:
             take_completion(obj, self.tally)
+            self._done = self._done or _is_usage_chunk(obj)
 
     def on_end(self) -> None:
         if not self._done:

@@ -386,3 +386,25 @@ def test_responses_stream_counts_web_searches_of_the_completed_response() -> Non
     reading = meter(f"event: response.completed\ndata: {json.dumps(event)}\n\n")
 
     assert 1 == reading.usage.web_search_requests
+
+
+def test_stream_ending_with_its_usage_chunk_but_no_done_is_complete() -> None:
+    # Some compatible servers (llama.cpp forks, older TGI) never send [DONE];
+    # the usage chunk, with no choices, is already the last one.
+    text = '{"choices": [{"delta": {"content": "hi"}, "finish_reason": "stop"}]}'
+    usage = '{"choices": [], "usage": {"prompt_tokens": 5, "completion_tokens": 1}}'
+
+    reading = meter(f"data: {text}\n\n", f"data: {usage}\n\n")
+
+    assert (True, None) == (reading.complete, reading.problem)
+
+
+def test_usage_beside_choices_does_not_end_the_stream() -> None:
+    # Servers that report running usage in every chunk (vLLM's continuous
+    # usage stats) have not finished when a chunk carries usage.
+    chunk = (
+        '{"choices": [{"delta": {"content": "hi"}}],'
+        ' "usage": {"prompt_tokens": 5, "completion_tokens": 1}}'
+    )
+
+    assert False is meter(f"data: {chunk}\n\n").complete
