@@ -15,6 +15,10 @@ _DEFAULT = (
 )
 FIXTURES = Path(os.environ.get("TOLLGATE_FIXTURES_DIR") or _DEFAULT)
 
+# Recordings whose response ran server-side web searches, which INDEX.md does
+# not count (one completed web_search_call output item here), by fixture name.
+WEB_SEARCHES = {"openai_responses_stream_reasoning": 1}
+
 if not (FIXTURES / "INDEX.md").is_file():
     raise RuntimeError(
         f"the recorded provider fixtures are not at {FIXTURES}: the tests read "

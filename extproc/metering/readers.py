@@ -100,7 +100,8 @@ class Tally:
     Later usage replaces earlier usage (providers send cumulative counts);
     problems are kept without repeats, at most six, provider errors first;
     ``text_chars`` counts generated text for a length estimate; ``complete``
-    turns False when the body ended before its last event.
+    turns False when the body ended before its last event or an event was
+    dropped unread.
     """
 
     def __init__(self) -> None:
@@ -135,6 +136,13 @@ class Tally:
     def note_error(self, kind: Any, message: Any) -> None:
         prefix = f"{short(kind)}: " if kind else ""
         self.note(f"error: {prefix}{short(message)}")
+
+    def note_dropped(self, events: int) -> None:
+        """``events`` events too large to hold were dropped unread. What they
+        said (a last chunk with an image and the usage, say) is unknown, so
+        the reading is not whole."""
+        self.complete = False
+        self.note(f"{events} oversized events dropped")
 
     def note_cut(self, missing: str) -> None:
         """The body ended before ``missing``, its expected last event."""
@@ -343,11 +351,38 @@ class SseReader(EventReader):
     def _split_end(self) -> None:
         self._deliver(self._parser.close())
         if self._parser.dropped_events:
-            self.tally.note(f"{self._parser.dropped_events} oversized events dropped")
+            self.tally.note_dropped(self._parser.dropped_events)
 
     def _deliver(self, events: list[SseEvent]) -> None:
         for event in events:
-            self._guard(self.on_event, event)
+            for part in unjoined(event):
+                self._guard(self.on_event, part)
+
+
+def unjoined(event: SseEvent) -> list[SseEvent]:
+    """``event`` as the events its server meant.
+
+    A server that ends each event with one line break instead of a blank
+    line sends what the SSE rules read as one event whose data lines are
+    joined. When the joined data is not one JSON value but every line is
+    (or is ``[DONE]``), each line is an event of its own; otherwise the
+    event is kept whole.
+    """
+    lines = [line for line in event.data.split("\n") if line.strip()]
+    if len(lines) < 2 or _is_json(event.data):
+        return [event]
+    if not all(line.strip() == "[DONE]" or _is_json(line) for line in lines):
+        return [event]
+
+    return [SseEvent(event=event.event, data=line) for line in lines]
+
+
+def _is_json(text: str) -> bool:
+    try:
+        json.loads(text)
+    except (ValueError, RecursionError):
+        return False
+    return True
 
 
 class JsonSequenceReader(EventReader):
@@ -371,7 +406,7 @@ class JsonSequenceReader(EventReader):
 
     def _split_end(self) -> None:
         if self._splitter.dropped:
-            self.tally.note(f"{self._splitter.dropped} oversized events dropped")
+            self.tally.note_dropped(self._splitter.dropped)
         if self._splitter.pending:
             self.tally.note_cut("the end of its JSON array")
 

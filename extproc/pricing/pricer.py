@@ -51,6 +51,8 @@ _LIBRARY_PROVIDER = {
     "vertex": "google",
     "bedrock": "aws",
 }
+# Families whose requested model id names the deployment that is billed.
+_ID_NAMES_DEPLOYMENT = frozenset({"bedrock"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,7 +171,15 @@ class Pricer:
     ) -> str | None:
         """The model a call is priced as: the one the provider says it ran
         when that has a price (a router deployment names another model than
-        it answers with), else the one asked for."""
+        it answers with), else the one asked for.
+
+        On Bedrock the id asked for, when it has a price, wins: it names the
+        deployment billed (in-region, geographic or global profile), while a
+        vendor's body names only the model."""
+        if family in _ID_NAMES_DEPLOYMENT and self.knows(
+            family, provider, requested, pricing_provider=pricing_provider
+        ):
+            return requested
         if answered and self.knows(
             family, provider, answered, pricing_provider=pricing_provider
         ):

@@ -24,6 +24,7 @@ import base64
 import json
 import re
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
@@ -102,13 +103,32 @@ def _split_usage(
 
 
 def converse_usage(raw: Mapping[str, Any]) -> Usage | None:
-    """Normalise a Converse (or Amazon Nova InvokeModel) usage object."""
-    return _split_usage(
+    """Normalise a Converse (or Amazon Nova InvokeModel) usage object.
+
+    ``cacheDetails`` breaks the cache writes down by how long they are
+    held (``5m``, ``1h``); the one-hour part is dearer and priced apart.
+    """
+    usage = _split_usage(
         raw,
         "inputTokens",
         "outputTokens",
         ("cacheReadInputTokens", "cacheReadInputTokenCount"),
         ("cacheWriteInputTokens", "cacheWriteInputTokenCount"),
+    )
+    hour_writes = _hour_cache_writes(raw.get("cacheDetails"))
+    if usage is None or not hour_writes:
+        return usage
+    return replace(usage, cache_write_1h_tokens=hour_writes)
+
+
+def _hour_cache_writes(details: Any) -> int:
+    """The cache writes held for one hour, from a ``cacheDetails`` list."""
+    if not isinstance(details, list):
+        return 0
+    return sum(
+        count(detail, "inputTokens") or 0
+        for detail in details
+        if isinstance(detail, Mapping) and detail.get("ttl") == "1h"
     )
 
 

@@ -22,9 +22,11 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 from urllib.parse import unquote
 
+from extproc.errors import EndpointNotAllowed
 from extproc.metering.readers import (
     JsonBodyReader,
     SseReader,
@@ -70,10 +72,11 @@ _ERROR_TYPES = {
 def openai_usage(raw: Mapping[str, Any]) -> Usage | None:
     """Normalise a chat-style or Responses-style usage object.
 
-    ``prompt_tokens_details.cached_tokens`` is the cache read and
-    ``cache_write_tokens`` (newer bodies) the cache write, both inside the
-    input. Reasoning is None where the server does not break it out, except
-    that nothing generated means no reasoning either (embeddings).
+    ``prompt_tokens_details.cached_tokens`` (or DeepSeek's
+    ``prompt_cache_hit_tokens``) is the cache read and ``cache_write_tokens``
+    (newer bodies) the cache write, both inside the input. Reasoning is None
+    where the server does not break it out, except that nothing generated
+    means no reasoning either (embeddings).
     """
     if "prompt_tokens" in raw or "completion_tokens" in raw:
         names = ("prompt_tokens", "completion_tokens")
@@ -96,11 +99,19 @@ def openai_usage(raw: Mapping[str, Any]) -> Usage | None:
     return Usage(
         input_tokens=input_tokens or 0,
         output_tokens=output_tokens,
-        cache_read_tokens=count(inputs, "cached_tokens") or 0,
+        cache_read_tokens=_cache_reads(raw, inputs),
         cache_write_tokens=count(inputs, "cache_write_tokens") or 0,
         reasoning_tokens=reasoning,
         input_audio_tokens=count(inputs, "audio_tokens") or 0,
         output_audio_tokens=count(outputs, "audio_tokens") or 0,
+    )
+
+
+def _cache_reads(raw: Mapping[str, Any], inputs: Mapping[str, Any]) -> int:
+    """The cached part of the input. OpenAI's detail and DeepSeek's own
+    counter name the same tokens, so a body that carries both counts once."""
+    return max(
+        count(inputs, "cached_tokens") or 0, count(raw, "prompt_cache_hit_tokens") or 0
     )
 
 
@@ -157,7 +168,8 @@ def take_completion(obj: Mapping[str, Any], tally: Tally) -> None:
 
 
 def take_response(obj: Mapping[str, Any], tally: Tally) -> None:
-    """One Responses API ``response`` object (a body or inside an event)."""
+    """One Responses API ``response`` object (a body or inside an event);
+    its ``web_search_call`` output items are the web searches billed."""
     _take_error(obj, tally)
     tally.see_model(obj.get("model"))
     tally.see_service_tier(obj.get("service_tier"))
@@ -168,6 +180,23 @@ def take_response(obj: Mapping[str, Any], tally: Tally) -> None:
         tally.see_finish(status)
 
     _take_usage(obj.get("usage"), tally)
+    searches = _web_searches(obj.get("output"))
+    if tally.usage is not None and searches:
+        tally.usage = replace(tally.usage, web_search_requests=searches)
+
+
+def _web_searches(output: Any) -> int:
+    """Web search calls among a response's output items, billed per call;
+    a failed one is not counted."""
+    if not isinstance(output, list):
+        return 0
+    return sum(
+        1
+        for item in output
+        if isinstance(item, Mapping)
+        and item.get("type") == "web_search_call"
+        and item.get("status") != "failed"
+    )
 
 
 def _take_body(obj: Any, tally: Tally) -> None:
@@ -180,10 +209,16 @@ def _take_body(obj: Any, tally: Tally) -> None:
         take_completion(obj, tally)
 
 
+def _is_usage_chunk(obj: Mapping[str, Any]) -> bool:
+    """True for the usage chunk that ends a completion stream: usage with no
+    choices. Only ``[DONE]`` follows it, which some servers never send."""
+    return obj.get("choices") == [] and isinstance(obj.get("usage"), Mapping)
+
+
 class OpenAIStreamReader(SseReader):
-    """Chat / text completion chunks ending in ``[DONE]``, or Responses API
-    events ending in ``response.completed`` (or ``.incomplete``,
-    ``.failed``); told apart by the events themselves."""
+    """Chat / text completion chunks ending in their usage chunk and
+    ``[DONE]``, or Responses API events ending in ``response.completed`` (or
+    ``.incomplete``, ``.failed``); told apart by the events themselves."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -206,6 +241,7 @@ class OpenAIStreamReader(SseReader):
             self.tally.note_error(obj.get("code"), obj.get("message"))
         else:
             take_completion(obj, self.tally)
+            self._done = self._done or _is_usage_chunk(obj)
 
     def on_end(self) -> None:
         if not self._done:
@@ -247,7 +283,15 @@ class OpenAIFamily(ProviderFamily):
         return None
 
     def read_request(self, endpoint: Endpoint, path: str, body: bytes) -> RequestFacts:
+        """Raises ``EndpointNotAllowed`` for a background response: its
+        answer is a queued stub, and its usage comes later in a read that
+        the gateway passes unmetered."""
         obj = load_object(body, endpoint.operation)
+        if obj.get("background") is True and _route(path).endswith("/responses"):
+            raise EndpointNotAllowed(
+                "a background response finishes after this call, where the "
+                "gateway cannot meter it; send it without background"
+            )
 
         model = obj.get("model")
         if not isinstance(model, str) or not model:

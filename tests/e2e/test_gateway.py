@@ -7,6 +7,7 @@ import json
 import time
 from datetime import datetime
 from decimal import ROUND_CEILING, Decimal
+from pathlib import Path
 
 import botocore.auth
 import genai_prices
@@ -24,6 +25,7 @@ from tests.e2e.harness import (
     fixture_body,
     meta,
 )
+from tests.provider_fixtures import WEB_SEARCHES
 
 pytestmark = pytest.mark.e2e
 
@@ -128,11 +130,13 @@ def _expected_cost(info: dict) -> int:
             + expected["output_tokens"] * rate_out
         )
         return int(micro.to_integral_value(rounding=ROUND_CEILING))
+    searches = WEB_SEARCHES.get(Path(info["file"]).stem, 0)
     usage = genai_prices.Usage(
         input_tokens=expected["input_tokens"],
         output_tokens=expected["output_tokens"],
         cache_read_tokens=cache_read,
         cache_write_tokens=cache_write,
+        **({"web_searches": searches} if searches else {}),
     )
     provider = LIBRARY_PROVIDER.get(info["provider"], info["provider"])
     model = _model(info) if info["provider"] != "aws-bedrock" else _requested(info)

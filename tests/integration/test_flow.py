@@ -88,3 +88,20 @@ def test_a_usage_the_pricing_library_refuses_is_still_charged(
     assert "metered" == entry["outcome"]
     assert 900 == entry["detail"]["usage"]["input_tokens"]
     assert entry["cost_micro_usd"] > 0
+
+
+def test_a_background_response_is_refused_before_anything_is_reserved(
+    redis_server, tmp_path: Path
+) -> None:
+    body = b'{"model":"o3-pro","input":"hi","background":true}'
+
+    outcome = run_call(
+        redis_server.url,
+        _policy(),
+        request("/openai/v1/responses", body),
+        tmp_path / "journal.jsonl",
+    )
+
+    assert 403 == outcome.answers[-1].immediate_response.status.code
+    # The refusal comes before admission: no bucket was even created.
+    assert (None, [], 0) == (outcome.level, outcome.ledger, outcome.leases)

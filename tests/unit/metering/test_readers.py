@@ -13,10 +13,13 @@ from extproc.metering.readers import (
     JsonBodyReader,
     JsonSplitter,
     MalformedUsage,
+    JsonSequenceReader,
+    SseReader,
     Tally,
     body_kind,
     count,
 )
+from extproc.metering.sse import SseEvent
 from extproc.metering.usage import Usage
 
 
@@ -159,3 +162,54 @@ def test_body_kind_follows_the_content_type_first(
 def test_count_rejects_a_counter_no_call_could_reach() -> None:
     with pytest.raises(MalformedUsage):
         count({"n": 10**30}, "n")
+
+
+class _Collector(SseReader):
+    def __init__(self, max_event_bytes: int = 1 << 20) -> None:
+        super().__init__(max_event_bytes=max_event_bytes)
+        self.data: list[str] = []
+
+    def on_event(self, event: SseEvent) -> None:
+        self.data.append(event.data)
+
+
+def collect(body: bytes) -> list[str]:
+    reader = _Collector()
+    reader.feed(body)
+    reader.finish()
+
+    return reader.data
+
+
+def test_sse_events_without_blank_lines_between_them_are_read_one_by_one() -> None:
+    # Some servers end each event with one line break instead of a blank line.
+    body = b'data: {"a": 1}\ndata: {"b": 2}\ndata: [DONE]\n'
+
+    assert ['{"a": 1}', '{"b": 2}', "[DONE]"] == collect(body)
+
+
+def test_sse_event_whose_data_lines_make_one_json_value_stays_whole() -> None:
+    body = b'data: {"a":\ndata:  1}\n\n'
+
+    assert ['{"a":\n 1}'] == collect(body)
+
+
+class _Objects(JsonSequenceReader):
+    def on_object(self, obj) -> None:
+        self.tally.see_model(obj.get("m"))
+
+
+def test_an_sse_reading_that_dropped_an_oversized_event_is_not_whole() -> None:
+    # What the dropped event said (a final chunk with an image and the
+    # usage, say) is unknown, so the reading cannot be taken as complete.
+    reader = _Collector(max_event_bytes=64)
+    reader.feed(b'data: {"m": "small"}\n\ndata: {"image": "' + b"A" * 100 + b'"}\n\n')
+
+    assert False is reader.finish().complete
+
+
+def test_a_json_array_reading_that_dropped_an_oversized_element_is_not_whole() -> None:
+    reader = _Objects(max_event_bytes=64)
+    reader.feed(b'[{"m": "small"}, {"image": "' + b"A" * 100 + b'"}]')
+
+    assert False is reader.finish().complete

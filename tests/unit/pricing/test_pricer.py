@@ -285,3 +285,23 @@ def test_input_past_a_long_context_tier_is_priced_at_the_tier_rate() -> None:
     )
     assert expected_long == long.cost_micro_usd
     assert long.cost_micro_usd * 10 > short.cost_micro_usd * 19  # a higher rate
+
+
+def test_a_priced_bedrock_model_id_wins_over_the_vendor_name_answered() -> None:
+    # The path's id names the deployment billed (a global profile is
+    # cheaper than an in-region one); Claude's body only names the model.
+    pricer = Pricer(Pricing())
+    requested = "global.anthropic.claude-sonnet-4-5-20250929-v1:0"
+
+    assert requested == pricer.billed_model(
+        "bedrock", "bedrock", requested, "claude-sonnet-4-5-20250929"
+    )
+
+
+def test_an_unpriced_bedrock_profile_arn_is_billed_as_the_model_answered() -> None:
+    pricer = Pricer(Pricing())
+    arn = "arn:aws:bedrock:us-east-1:123456789012:application-inference-profile/x1"
+
+    assert "claude-sonnet-4-5-20250929" == pricer.billed_model(
+        "bedrock", "bedrock", arn, "claude-sonnet-4-5-20250929"
+    )

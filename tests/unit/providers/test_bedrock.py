@@ -352,3 +352,41 @@ def test_usage_headers_of_invoke_model_count_cache_in_the_input() -> None:
 @pytest.mark.parametrize("value", ["", "many", "-3"])
 def test_missing_or_malformed_usage_headers_give_no_usage(value) -> None:
     assert None is BEDROCK.header_usage({"x-amzn-bedrock-input-token-count": value})
+
+
+def test_converse_one_hour_cache_writes_come_from_cache_details() -> None:
+    usage = {
+        "inputTokens": 10,
+        "outputTokens": 5,
+        "totalTokens": 3015,
+        "cacheWriteInputTokens": 3000,
+        "cacheDetails": [
+            {"ttl": "1h", "inputTokens": 2000},
+            {"ttl": "5m", "inputTokens": 1000},
+        ],
+    }
+    body = {"output": {"message": {}}, "stopReason": "end_turn", "usage": usage}
+
+    reading = meter(
+        "/model/m/converse", json.dumps(body).encode(), "application/json", step=64
+    )
+
+    assert Usage(3010, 5, 0, 3000, 2000) == reading.usage
+
+
+def test_converse_stream_metadata_reads_one_hour_cache_writes() -> None:
+    usage = {
+        "inputTokens": 10,
+        "outputTokens": 5,
+        "cacheWriteInputTokens": 400,
+        "cacheDetails": [{"ttl": "1h", "inputTokens": 400}],
+    }
+    headers = {":message-type": "event", ":event-type": "metadata"}
+
+    reading = meter(
+        "/model/m/converse-stream",
+        frame(headers, {"usage": usage}),
+        "application/vnd.amazon.eventstream",
+    )
+
+    assert 400 == reading.usage.cache_write_1h_tokens

@@ -17,7 +17,7 @@ import pytest
 
 from extproc.providers import family
 from extproc.providers.base import Reading
-from tests.provider_fixtures import FIXTURES
+from tests.provider_fixtures import FIXTURES, WEB_SEARCHES
 
 METAS = sorted(FIXTURES.glob("*.meta.json"))
 CHUNKINGS = ("whole", "bytes", "seed-1", "seed-2", "seed-3", "seed-4")
@@ -118,9 +118,10 @@ def test_fixture_meters_to_its_expected_usage(meta_path: Path, chunking: str) ->
             "cache_write_1h_tokens",
             "input_audio_tokens",
             "output_audio_tokens",
-            "web_search_requests",
         ):
             assert 0 == got.pop(beyond_the_index)
+        name = meta_path.name[: -len(".meta.json")]
+        assert WEB_SEARCHES.get(name, 0) == got.pop("web_search_requests")
         assert expected == got
 
 

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from extproc.errors import BadRequest
+from extproc.errors import BadRequest, EndpointNotAllowed
 from extproc.providers.azure_openai import AzureOpenAIFamily
 from extproc.providers.base import Endpoint
 from extproc.providers.openai import OpenAIFamily, openai_usage
@@ -314,3 +314,97 @@ def test_the_service_tier_of_the_answer_is_read() -> None:
     )
 
     assert "priority" == reader.finish().service_tier
+
+
+def test_deepseek_cache_hits_are_read_as_cache_reads() -> None:
+    # DeepSeek reports its cache in its own counters, not in cached_tokens.
+    usage = openai_usage(
+        {
+            "prompt_tokens": 1000,
+            "completion_tokens": 10,
+            "total_tokens": 1010,
+            "prompt_cache_hit_tokens": 900,
+            "prompt_cache_miss_tokens": 100,
+        }
+    )
+
+    assert (1000, 900) == (usage.input_tokens, usage.cache_read_tokens)
+
+
+def test_cache_hits_reported_twice_are_counted_once() -> None:
+    usage = openai_usage(
+        {
+            "prompt_tokens": 1000,
+            "completion_tokens": 10,
+            "prompt_tokens_details": {"cached_tokens": 900},
+            "prompt_cache_hit_tokens": 900,
+        }
+    )
+
+    assert 900 == usage.cache_read_tokens
+
+
+def test_background_response_is_refused_because_its_usage_comes_later() -> None:
+    # The usage of a background response is only in a later GET, which
+    # passes unmetered; admitting it would bill a queued stub.
+    with pytest.raises(EndpointNotAllowed, match="background"):
+        read(b'{"model": "o3-pro", "background": true}', path="/v1/responses")
+
+
+def test_foreground_response_is_read() -> None:
+    facts = read(b'{"model": "o3", "background": false}', path="/v1/responses")
+
+    assert "o3" == facts.model
+
+
+def _response_with_searches(*statuses: str) -> dict:
+    searches = [
+        {"type": "web_search_call", "id": f"ws_{i}", "status": status}
+        for i, status in enumerate(statuses)
+    ]
+    return {
+        "object": "response",
+        "status": "completed",
+        "model": "gpt-5",
+        "output": [*searches, {"type": "message", "content": []}],
+        "usage": {"input_tokens": 900, "output_tokens": 40, "total_tokens": 940},
+    }
+
+
+def test_responses_web_search_calls_are_counted_as_web_searches() -> None:
+    reader = OPENAI.open_reader(CHAT, streaming=False, content_type="application/json")
+    body = _response_with_searches("completed", "completed", "failed")
+    reader.feed(json.dumps(body).encode())
+
+    assert 2 == reader.finish().usage.web_search_requests
+
+
+def test_responses_stream_counts_web_searches_of_the_completed_response() -> None:
+    response = _response_with_searches("completed")
+    event = {"type": "response.completed", "response": response}
+
+    reading = meter(f"event: response.completed\ndata: {json.dumps(event)}\n\n")
+
+    assert 1 == reading.usage.web_search_requests
+
+
+def test_stream_ending_with_its_usage_chunk_but_no_done_is_complete() -> None:
+    # Some compatible servers (llama.cpp forks, older TGI) never send [DONE];
+    # the usage chunk, with no choices, is already the last one.
+    text = '{"choices": [{"delta": {"content": "hi"}, "finish_reason": "stop"}]}'
+    usage = '{"choices": [], "usage": {"prompt_tokens": 5, "completion_tokens": 1}}'
+
+    reading = meter(f"data: {text}\n\n", f"data: {usage}\n\n")
+
+    assert (True, None) == (reading.complete, reading.problem)
+
+
+def test_usage_beside_choices_does_not_end_the_stream() -> None:
+    # Servers that report running usage in every chunk (vLLM's continuous
+    # usage stats) have not finished when a chunk carries usage.
+    chunk = (
+        '{"choices": [{"delta": {"content": "hi"}}],'
+        ' "usage": {"prompt_tokens": 5, "completion_tokens": 1}}'
+    )
+
+    assert False is meter(f"data: {chunk}\n\n").complete
