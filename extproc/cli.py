@@ -44,7 +44,9 @@ def _parser() -> argparse.ArgumentParser:
     up.set_defaults(handler=_up)
 
     spend = commands.add_parser("spend", help="print booked spend")
-    spend.add_argument("--days", type=int, default=7, help="days back from today (UTC)")
+    spend.add_argument(
+        "--days", type=_positive_int, default=7, help="days back from today (UTC)"
+    )
     spend.add_argument("--format", choices=("table", "csv", "json"), default="table")
     spend.add_argument(
         "--html",
@@ -79,6 +81,12 @@ def _parser() -> argparse.ArgumentParser:
         "--path", required=True, help="request path, e.g. /v1/chat/completions"
     )
     usage.add_argument("--model", help="model, when the body does not name it")
+    usage.add_argument(
+        "--pricing-provider",
+        default=None,
+        help="genai-prices provider id, as the policy's pricing_provider "
+        "(e.g. groq, deepseek) for an openai-compatible server",
+    )
     usage.add_argument("--content-type", default=None, help="response content type")
     usage.add_argument("--content-encoding", default="identity")
     usage.add_argument(
@@ -152,6 +160,17 @@ def _spend(args: argparse.Namespace) -> int:
     return 0
 
 
+def _positive_int(text: str) -> int:
+    """An argparse type: a whole number of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is less than 1")
+    return value
+
+
 def _usage(args: argparse.Namespace) -> int:
     from extproc.usage_cli import print_report
 
@@ -160,6 +179,7 @@ def _usage(args: argparse.Namespace) -> int:
         provider=args.provider,
         path=args.path,
         model=args.model,
+        pricing_provider=args.pricing_provider,
         content_type=args.content_type,
         content_encoding=args.content_encoding,
         status=args.status,

@@ -33,6 +33,7 @@ def report(
     provider: str,
     path: str,
     model: str | None = None,
+    pricing_provider: str | None = None,
     content_type: str | None = None,
     content_encoding: str = "identity",
     status: int = 200,
@@ -43,6 +44,10 @@ def report(
     if endpoint is None:
         raise BadRequest(f"{path} is not an endpoint of provider family {provider}")
     body = sys.stdin.buffer.read() if file == "-" else _read(file)
+    if not body:
+        # The gateway charges an empty answer an estimate from its request,
+        # which a saved response alone does not carry.
+        raise BadRequest(f"{file} is empty: there is no response body to meter")
     content_type = content_type or _TYPE_BY_SUFFIX.get(
         Path(file).suffix, "application/json"
     )
@@ -72,7 +77,13 @@ def report(
 
     pricer = Pricer(pricing)
     requested = model or (path_facts.model if path_facts else None)
-    priced_model = pricer.billed_model(provider, provider, requested, reading.model)
+    priced_model = pricer.billed_model(
+        provider,
+        provider,
+        requested,
+        reading.model,
+        pricing_provider=pricing_provider,
+    )
     price = None
     if charge.usage is not None:
         price = pricer.price(
@@ -80,6 +91,7 @@ def report(
             provider,
             priced_model or reading.model,
             charge.usage,
+            pricing_provider=pricing_provider,
             service_tier=reading.service_tier,
         )
     return {

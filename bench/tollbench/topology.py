@@ -326,7 +326,12 @@ def gateway_config(
     manager = _connection_manager(resources["listeners"][0])
 
     resources["clusters"].append(_sse_cluster(sse_port))
-    routes = manager["route_config"]["virtual_hosts"][0]["routes"]
+    [providers] = [
+        host
+        for host in manager["route_config"]["virtual_hosts"]
+        if host["name"] == "providers"
+    ]
+    routes = providers["routes"]
     routes.insert(0, _stream_route())
     _point_tracing(resources, manager, collector)
     if split:

@@ -11,7 +11,9 @@ settlement) runs as it would against the real APIs:
 - OpenAI ``POST /v1/embeddings``: float lists, or base64 float32 when
   ``encoding_format`` is ``base64`` (the official SDKs ask for that).
 - Anthropic ``POST /v1/messages``: JSON, or message_start / content_block_*
-  / message_delta / message_stop events.
+  / message_delta / message_stop events; ``POST /v1/messages/count_tokens``.
+- ``GET /v1/models``: a short model list (a read the gateway passes through
+  unmetered).
 
 The model is echoed from the request. Input tokens are about a quarter of
 the request body's length; output tokens count the reply's pieces.
@@ -41,6 +43,7 @@ REPLY_TEXT = (
 STREAM_CHUNK_DELAY_S = 0.02
 DEFAULT_EMBEDDING_DIMENSIONS = 16
 MAX_EMBEDDING_DIMENSIONS = 3072
+DEMO_MODELS = ("gpt-4o-mini", "text-embedding-3-small", "claude-sonnet-4-5")
 
 Handler = Callable[[dict[str, Any], RecordedRequest], Reply]
 
@@ -49,7 +52,9 @@ def demo_responder(req: RecordedRequest) -> Reply:
     """Answer ``req`` as the provider behind its path would; see the module."""
     path = req.path.split("?", 1)[0]
     handler = _HANDLERS.get(path)
-    anthropic = path == "/v1/messages"
+    anthropic = path.startswith("/v1/messages")
+    if path == "/v1/models" and req.method in ("GET", "HEAD"):
+        return _model_list(anthropic="anthropic-version" in req.headers)
     if handler is None:
         return _openai_error(404, f"Unknown request URL: {req.method} {path}")
     if req.method != "POST":
@@ -408,6 +413,19 @@ def _messages(body: dict[str, Any], req: RecordedRequest) -> Reply:
     return _json_reply(200, payload, _anthropic_headers())
 
 
+def _count_tokens(body: dict[str, Any], req: RecordedRequest) -> Reply:
+    return _json_reply(200, {"input_tokens": _input_tokens(req)}, _anthropic_headers())
+
+
+def _model_list(*, anthropic: bool) -> Reply:
+    if anthropic:
+        models = [{"type": "model", "id": m, "display_name": m} for m in DEMO_MODELS]
+        payload = {"data": models, "has_more": False}
+        return _json_reply(200, payload, _anthropic_headers())
+    models = [{"id": m, "object": "model", "owned_by": "demo"} for m in DEMO_MODELS]
+    return _json_reply(200, {"object": "list", "data": models}, _openai_headers())
+
+
 def _message_events(
     model: str, message_id: str, pieces: list[str], input_tokens: int
 ) -> list[bytes]:
@@ -490,6 +508,7 @@ _HANDLERS: dict[str, Handler] = {
     "/v1/responses": _responses,
     "/v1/embeddings": _embeddings,
     "/v1/messages": _messages,
+    "/v1/messages/count_tokens": _count_tokens,
 }
 
 

@@ -33,6 +33,8 @@ from extproc.telemetry import Telemetry
 
 log = logging.getLogger(__name__)
 
+REFUSAL_HEADER = "x-tollgate-refusal"
+
 
 class ExternalProcessor(pb_grpc.ExternalProcessorServicer):
     """Answers Envoy's ext_proc streams for the policy in force."""
@@ -175,6 +177,9 @@ def _refusal_reply(call: Call, refusal: Refusal) -> pb.ProcessingResponse:
         body = _generic_error_body(refusal)
     headers = {"content-type": "application/json", **refusal.headers}
     headers[REQUEST_ID_HEADER] = call.request_id
+    # Every provider's error shape carries a message, not all a code: the
+    # header gives the reason to clients and dashboards alike.
+    headers[REFUSAL_HEADER] = refusal.code
     log.info(
         "call refused",
         extra={

@@ -428,6 +428,22 @@ def test_demo_anthropic_stream_follows_the_event_order() -> None:
     assert {b"content_block_delta"} == set(names[3:-3])
 
 
+def test_demo_lists_models_for_a_bodyless_read() -> None:
+    reply = demo_responder(RecordedRequest("GET", "/v1/models", {}, b""))
+
+    listing = json.loads(b"".join(reply.chunks))
+    assert (200, "list") == (reply.status, listing["object"])
+    assert "gpt-4o-mini" in {model["id"] for model in listing["data"]}
+
+
+def test_demo_counts_anthropic_tokens_without_generating_any() -> None:
+    request = {"model": "claude-x", "messages": [{"role": "user", "content": "hi"}]}
+
+    reply = demo_responder(_demo_request("/v1/messages/count_tokens", request))
+
+    assert ["input_tokens"] == list(json.loads(b"".join(reply.chunks)))
+
+
 def _demo_request(path: str, body: dict[str, Any]) -> RecordedRequest:
     return RecordedRequest("POST", path, {}, json.dumps(body).encode())
 
@@ -455,6 +471,30 @@ def test_envoy_proxies_through_the_extproc_to_the_rewritten_path(
     kinds = servicer.kinds
     assert ["request_headers", "request_body", "response_headers"] == kinds[:3]
     assert {"response_body"} == set(kinds[3:])
+
+
+def test_envoy_sends_a_request_naming_the_provider_host_to_that_provider(
+    tmp_path: Path, processor: tuple[NoOpProcessor, int]
+) -> None:
+    _, extproc_port = processor
+    answer = b'{"id": "chatcmpl-1", "choices": []}'
+
+    with (
+        StandIn(lambda req: _json_reply(answer)) as standin,
+        _run_envoy(tmp_path, extproc_port, standin) as envoy,
+    ):
+        conn = http.client.HTTPConnection("127.0.0.1", envoy.listen_port, timeout=10)
+        conn.request(
+            "POST",
+            CHAT_PATH,
+            CHAT_REQUEST,
+            {"content-type": "application/json", "host": "api.openai.com"},
+        )
+        status = conn.getresponse().status
+        conn.close()
+
+    [seen] = standin.requests
+    assert (200, CHAT_PATH) == (status, seen.path)
 
 
 @pytest.mark.e2e

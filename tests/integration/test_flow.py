@@ -105,3 +105,24 @@ def test_a_background_response_is_refused_before_anything_is_reserved(
     assert 403 == outcome.answers[-1].immediate_response.status.code
     # The refusal comes before admission: no bucket was even created.
     assert (None, [], 0) == (outcome.level, outcome.ledger, outcome.leases)
+
+
+def test_a_refusal_names_its_reason_in_a_header_whatever_the_error_shape(
+    redis_server, tmp_path: Path
+) -> None:
+    anthropic = "anthropic: {family: anthropic, route_prefix: /anthropic}"
+    body = b'{"model":"claude-sonnet-4-5","max_tokens":100000000,"messages":[]}'
+
+    outcome = run_call(
+        redis_server.url,
+        _policy(anthropic),
+        request("/anthropic/v1/messages", body),
+        tmp_path / "journal.jsonl",
+    )
+
+    reply = outcome.answers[-1].immediate_response
+    headers = {h.header.key: h.header.raw_value for h in reply.headers.set_headers}
+    assert (429, b"budget_exceeded") == (
+        reply.status.code,
+        headers["x-tollgate-refusal"],
+    )
