@@ -111,6 +111,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         "report the ext_proc process's memory at start and end",
     )
     parser.add_argument(
+        "--processes",
+        type=int,
+        default=1,
+        help="Tollgate server processes behind the full setup's Envoy "
+        "(default 1); ext_proc CPU is their sum",
+    )
+    parser.add_argument(
         "--hotpath",
         type=int,
         metavar="CALLS",
@@ -207,6 +214,7 @@ def main(argv: list[str]) -> int:
             tollgate_settings=settings,
             telemetry=telemetry,
             policy=args.policy.read_text() if args.policy else None,
+            processes=args.processes,
         ) as topo:
             bench = Bench(topo, plan, wrk, workdir, args)
             if args.soak:
@@ -828,6 +836,7 @@ def machine_lines(args: argparse.Namespace | None) -> list[str]:
                 break
     cores = len(os.sched_getaffinity(0))
     workers = args.envoy_concurrency if args else 1
+    processes = args.processes if args else 1
 
     machine = (
         f"machine: {cores} cores (nproc), CPU {cpu}, Linux {platform.release()}, "
@@ -835,7 +844,8 @@ def machine_lines(args: argparse.Namespace | None) -> list[str]:
     )
     software = (
         f"software: Python {platform.python_version()}, {_envoy_version()}, "
-        f"{workers} Envoy worker(s) per gateway; {_redis_version()}; {_wrk_version()}"
+        f"{workers} Envoy worker(s) per gateway, {processes} Tollgate "
+        f"process(es); {_redis_version()}; {_wrk_version()}"
     )
 
     return [machine, software, f"commit: {_commit()}"]

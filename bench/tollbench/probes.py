@@ -63,7 +63,9 @@ def snapshot(gateway: Gateway) -> Snapshot:
 
     return Snapshot(
         extproc_cpu_s=(
-            cpu_seconds(gateway.extproc_pid) if gateway.extproc_pid else None
+            sum(cpu_seconds(pid) for pid in gateway.extproc_pids)
+            if gateway.extproc_pids
+            else None
         ),
         envoy_cpu_s=cpu_seconds(gateway.envoy_pid),
         envoy_stats=_envoy_extproc_stats(gateway),

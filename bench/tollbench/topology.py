@@ -107,6 +107,13 @@ class Gateway:
     envoy: EnvoyProcess
     extproc_pid: int | None = None
     redis: RedisProcess | None = None
+    more_extproc_pids: list[int] = field(default_factory=list)
+    """Further Tollgate processes behind the same Envoy (``--processes``)."""
+
+    @property
+    def extproc_pids(self) -> list[int]:
+        first = [] if self.extproc_pid is None else [self.extproc_pid]
+        return first + self.more_extproc_pids
 
     @property
     def port(self) -> int:
@@ -120,9 +127,7 @@ class Gateway:
 
     def pids(self) -> list[int]:
         """Every long-lived process of this setup."""
-        pids = [self.envoy_pid]
-        if self.extproc_pid is not None:
-            pids.append(self.extproc_pid)
+        pids = [self.envoy_pid, *self.extproc_pids]
         if self.redis is not None:
             client = redis.Redis.from_url(self.redis.url)
             try:
@@ -163,12 +168,15 @@ def started(
     tollgate_settings: dict[str, str],
     telemetry: bool,
     policy: str | None = None,
+    processes: int = 1,
 ) -> Iterator[Topology]:
     """Start the providers and each of ``setups``; stop all of them after.
 
     ``telemetry``: Tollgate exports traces and metrics over OTLP to a
     stand-in collector (else the OpenTelemetry SDK is disabled). ``policy``
-    replaces the benchmark's own policy text for Tollgate.
+    replaces the benchmark's own policy text for Tollgate. ``processes``
+    Tollgate servers share the full setup's load, each with its own port
+    and journal; its Envoy spreads requests over them.
     """
     with contextlib.ExitStack() as stack:
         provider = stack.enter_context(
@@ -203,13 +211,19 @@ def started(
 
         for name in setups:
             gateway_dir = workdir / name
-            extproc_address, extproc_pid, redis = _start_extproc(
-                stack, name, gateway_dir, tollgate_settings, tollgate_env, policy
+            extproc_addresses, extproc_pids, redis = _start_extproc(
+                stack,
+                name,
+                gateway_dir,
+                tollgate_settings,
+                tollgate_env,
+                policy,
+                processes,
             )
             config = gateway_config(
                 provider.listen_port,
                 sse_port,
-                extproc_address,
+                extproc_addresses,
                 gateway_dir,
                 collector=collector,
                 split=name == SPLIT,
@@ -219,7 +233,8 @@ def started(
                     config, gateway_dir / "envoy", concurrency=envoy_concurrency
                 )
             )
-            topology.gateways[name] = Gateway(name, envoy, extproc_pid, redis)
+            first, *more = extproc_pids or [None]
+            topology.gateways[name] = Gateway(name, envoy, first, redis, more)
             log.info("%s gateway live on port %d", name, envoy.listen_port)
 
         yield topology
@@ -248,9 +263,10 @@ def _start_extproc(
     settings: dict[str, str],
     env: dict[str, str],
     policy: str | None,
-) -> tuple[str | None, int | None, RedisProcess | None]:
+    processes: int = 1,
+) -> tuple[list[str] | None, list[int], RedisProcess | None]:
     if name == FLOOR:
-        return None, None, None
+        return None, [], None
 
     if name in (NOOP, SPLIT):
         port = free_port()
@@ -262,26 +278,30 @@ def _start_extproc(
                 log_path=workdir / "noop_extproc.log",
             )
         )
-        return f"127.0.0.1:{port}", noop.pid, None
+        return [f"127.0.0.1:{port}"], [noop.pid], None
 
     redis = stack.enter_context(RedisProcess(workdir=workdir / "redis"))
     policy_path = workdir / "policy.yaml"
     policy_path.parent.mkdir(parents=True, exist_ok=True)
     policy_path.write_text(policy or policy_text())
-    tollgate = stack.enter_context(
-        ExtprocProcess(
-            workdir / "extproc",
-            env=env,
-            settings={
-                "policy_file": str(policy_path),
-                "redis_url": redis.url,
-                "log_level": "WARNING",
-                **settings,
-            },
+    servers = [
+        stack.enter_context(
+            ExtprocProcess(
+                # Each in its own folder: its own log and local journal.
+                workdir / ("extproc" if n == 0 else f"extproc-{n}"),
+                env=env,
+                settings={
+                    "policy_file": str(policy_path),
+                    "redis_url": redis.url,
+                    "log_level": "WARNING",
+                    **settings,
+                },
+            )
         )
-    )
+        for n in range(processes)
+    ]
 
-    return tollgate.address, tollgate_pid(tollgate), redis
+    return [s.address for s in servers], [tollgate_pid(s) for s in servers], redis
 
 
 def tollgate_pid(tollgate: ExtprocProcess) -> int:
@@ -300,7 +320,7 @@ def tollgate_pid(tollgate: ExtprocProcess) -> int:
 def gateway_config(
     provider_port: int,
     sse_port: int,
-    extproc_address: str | None,
+    extproc_address: str | list[str] | None,
     workdir: Path,
     *,
     collector: str | None = None,

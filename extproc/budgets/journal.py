@@ -6,22 +6,33 @@ again. Replay goes through the same settlement script, which is idempotent
 on the request id, so a record replayed twice (a crash mid-replay) still
 charges once. The file is bounded: past ``max_bytes`` appends are refused
 and the caller decides (the flow then refuses new calls).
+
+A journal belongs to one process at a time: replay rewrites the file, which
+would lose what another process appended meanwhile. The journal holds an
+exclusive lock on ``PATH.lock`` for its life; a second process given the
+same path waits for it (a restart overlapping its predecessor's graceful
+stop), then gives up with ``ConfigError``. Several processes on one machine
+each need their own ``TOLLGATE_JOURNAL_PATH``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import json
 import logging
 import os
+import time
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from extproc.budgets.store import Attribution, BucketSpec, BudgetStore, Settlement
-from extproc.errors import StoreUnavailable, TollgateError
+from extproc.errors import ConfigError, StoreUnavailable, TollgateError
 
 log = logging.getLogger(__name__)
+
+LOCK_WAIT_S = 30.0
 
 
 class JournalFull(TollgateError):
@@ -31,12 +42,20 @@ class JournalFull(TollgateError):
 class Journal:
     """Settlements waiting for Redis, in an append-only file."""
 
-    def __init__(self, path: Path, *, max_bytes: int) -> None:
+    def __init__(
+        self, path: Path, *, max_bytes: int, lock_wait_s: float = LOCK_WAIT_S
+    ) -> None:
         self.path = Path(path)
         self.max_bytes = max_bytes
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._owner = _take_ownership(self.path, lock_wait_s)
         self._depth = len(self._read_lines())
         self._lock = asyncio.Lock()
+
+    def close(self) -> None:
+        """Let another process take this journal. Safe to call twice."""
+        if not self._owner.closed:
+            self._owner.close()
 
     @property
     def depth(self) -> int:
@@ -121,6 +140,32 @@ class Journal:
         finally:
             os.close(fd)
         os.replace(temporary, self.path)
+
+
+def _take_ownership(path: Path, wait_s: float) -> Any:
+    """The open lock file of ``path``, locked for this process alone."""
+    lock_path = path.with_name(path.name + ".lock")
+    owner = open(lock_path, "a")  # noqa: SIM115 - held for the journal's life
+    deadline = time.monotonic() + wait_s
+    waiting = False
+    while True:
+        try:
+            fcntl.flock(owner.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return owner
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                owner.close()
+                raise ConfigError(
+                    f"journal {path} is held by another tollgate process; give "
+                    "each process its own TOLLGATE_JOURNAL_PATH"
+                ) from None
+            if not waiting:
+                log.warning(
+                    "journal held by another process; waiting",
+                    extra={"path": str(path)},
+                )
+                waiting = True
+            time.sleep(0.1)
 
 
 def _ends_a_line(fd: int) -> bool:

@@ -57,7 +57,7 @@ def render_local_config(
     *,
     listen_port: int,
     admin_port: int,
-    extproc_address: str,
+    extproc_address: str | list[str],
     upstreams: dict[str, Upstream] | None = None,
     access_log_path: str | None = None,
     collector_address: str | None = None,
@@ -68,7 +68,8 @@ def render_local_config(
     - ``listen_port`` and ``admin_port``: ports on 127.0.0.1; 0 lets Envoy
       choose (``EnvoyProcess`` finds out which).
     - ``extproc_address``: ``host:port`` (``[v6]:port`` for IPv6) or
-      ``unix:/path`` of the ext_proc gRPC server.
+      ``unix:/path`` of the ext_proc gRPC server, or a list of them for
+      several server processes (Envoy spreads requests over them).
     - ``upstreams``: provider cluster name -> ``(host, port, tls)``. With TLS
       the SNI and the required certificate name become ``host``. Without TLS
       the transport socket is dropped and the cluster becomes STATIC (or
@@ -378,18 +379,38 @@ def _set_port(address: dict[str, Any], port: int) -> None:
     address["socket_address"]["port_value"] = port
 
 
-def _point_grpc(cluster: dict[str, Any], extproc_address: str) -> None:
-    if extproc_address.startswith("unix:"):
-        path = extproc_address.removeprefix("unix:")
+def _point_grpc(cluster: dict[str, Any], extproc_address: str | list[str]) -> None:
+    """Point a gRPC cluster at one address, or at several processes: Envoy
+    spreads the streams (one per request) over them, round robin."""
+    addresses = (
+        [extproc_address] if isinstance(extproc_address, str) else extproc_address
+    )
+    if not addresses:
+        raise ConfigError("no ext_proc address given")
+    endpoints = [_grpc_endpoint(address) for address in addresses]
+    cluster["load_assignment"]["endpoints"] = [
+        {"lb_endpoints": [{"endpoint": {"address": e}} for e in endpoints]}
+    ]
+    names = [
+        e["socket_address"]["address"]
+        for e in endpoints
+        if "socket_address" in e and not _is_ip(e["socket_address"]["address"])
+    ]
+    if not names:
+        cluster["type"] = "STATIC"
+    else:
+        cluster["type"] = "LOGICAL_DNS" if len(endpoints) == 1 else "STRICT_DNS"
+
+
+def _grpc_endpoint(address: str) -> dict[str, Any]:
+    if address.startswith("unix:"):
+        path = address.removeprefix("unix:")
         if not path:
             raise ConfigError("ext_proc address 'unix:' names no socket path")
-        _set_endpoint(cluster, {"pipe": {"path": path}})
-        cluster["type"] = "STATIC"
-        return
+        return {"pipe": {"path": path}}
 
-    host, port = _split_host_port(extproc_address)
-    _set_endpoint(cluster, {"socket_address": {"address": host, "port_value": port}})
-    cluster["type"] = "STATIC" if _is_ip(host) else "LOGICAL_DNS"
+    host, port = _split_host_port(address)
+    return {"socket_address": {"address": host, "port_value": port}}
 
 
 def _point_upstream(cluster: dict[str, Any], host: str, port: int, tls: bool) -> None:

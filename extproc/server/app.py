@@ -108,6 +108,7 @@ async def serve(settings: Settings, *, ready: Callable[[], None] | None = None) 
     if admin is not None:
         await admin.stop(settings.grace_period_s)
     telemetry.shutdown()
+    journal.close()
     await client.aclose()
 
 
