@@ -70,6 +70,14 @@ class Settings(BaseSettings):
         description="TOLLGATE_LEASE_SWEEP_MS: how often expired leases are "
         "settled. Default 5000.",
     )
+    lease_sweep_grace_ms: int = Field(
+        default=30_000,
+        ge=0,
+        description="TOLLGATE_LEASE_SWEEP_GRACE_MS: after start and after Redis "
+        "was unreachable, expired leases are charged only once Redis has "
+        "answered for this long, so that local journals (this process's and "
+        "other replicas') replay the real settlements first. Default 30000.",
+    )
     max_body_bytes: int = Field(
         default=32 * 1024 * 1024,
         gt=0,

@@ -24,7 +24,7 @@ from contextlib import contextmanager
 import redis
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
-from redis.exceptions import RedisClusterException, RedisError
+from redis.exceptions import RedisClusterException, RedisError, ResponseError
 
 from extproc.errors import StoreUnavailable
 
@@ -85,6 +85,13 @@ def sync_client(
     return redis.Redis.from_url(
         url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s
     )
+
+
+def answered_with_error(exc: StoreUnavailable) -> bool:
+    """True when Redis answered the command with an error (a script that
+    failed on this input, say) rather than not answering: retrying other
+    work may still succeed, retrying this one alone will not help soon."""
+    return isinstance(exc.__cause__, ResponseError)
 
 
 @contextmanager

@@ -27,6 +27,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from extproc.budgets.clients import answered_with_error
 from extproc.budgets.store import Attribution, BucketSpec, BudgetStore, Settlement
 from extproc.errors import ConfigError, StoreUnavailable, TollgateError
 
@@ -204,8 +205,15 @@ async def _settle_all(store: BudgetStore, lines: list[str]) -> list[str]:
                 attribution,
                 reserved=bool(record.get("reserved", True)),
             )
-        except StoreUnavailable:
-            return remaining + lines[index:]
+        except StoreUnavailable as exc:
+            if not answered_with_error(exc):
+                return remaining + lines[index:]
+            # One record Redis refuses must not hold back the others.
+            log.error(
+                "journal record refused by redis; kept for the next replay",
+                extra={"request_id": settlement.request_id, "reason": str(exc)},
+            )
+            remaining.append(line)
     return remaining
 
 

@@ -8,6 +8,7 @@ import logging
 import time
 from collections.abc import Callable
 
+from extproc.budgets.clients import answered_with_error
 from extproc.budgets.store import Attribution, BucketSpec, BudgetStore, Settlement
 from extproc.errors import StoreUnavailable
 
@@ -34,18 +35,44 @@ async def settle_expired_leases(
         if held is None:
             await store.drop_lease(request_id)
             continue
-        if await _charge_estimate(store, request_id, held):
-            charged += 1
+        try:
+            booked = await _charge_estimate(store, request_id, held)
+        except StoreUnavailable as exc:
+            if not answered_with_error(exc):
+                raise
+            # One reservation Redis refuses must not hold back the others.
+            log.error(
+                "expired reservation refused by redis; left for the next sweep",
+                extra={"request_id": request_id, "reason": str(exc)},
+            )
+            continue
+        charged += booked
     return charged
 
 
-async def sweep_forever(store_of: Callable[[], BudgetStore], interval_ms: int) -> None:
-    """Run ``settle_expired_leases`` every ``interval_ms`` until cancelled."""
+async def sweep_forever(
+    store_of: Callable[[], BudgetStore], interval_ms: int, *, grace_ms: int = 0
+) -> None:
+    """Run ``settle_expired_leases`` every ``interval_ms`` until cancelled.
+
+    A call whose settlement went to a local journal while Redis was down
+    still holds its lease, and an outage longer than the lease lets it run
+    out: charged at its estimate first, the real settlement replayed later
+    would find the call settled and be dropped. So after start and after
+    every failure the sweep only probes Redis until it has answered for
+    ``grace_ms``, time for the journals to replay.
+    """
+    answering_since = time.monotonic()
     while True:
         await asyncio.sleep(interval_ms / 1000)
+        store = store_of()
         try:
-            charged = await settle_expired_leases(store_of())
+            if (time.monotonic() - answering_since) * 1000 < grace_ms:
+                await store.expired_leases(0, limit=1)  # a probe, charges nothing
+                continue
+            charged = await settle_expired_leases(store)
         except StoreUnavailable as exc:
+            answering_since = time.monotonic()
             log.warning("lease sweep skipped", extra={"reason": str(exc)})
             continue
         if charged:

@@ -383,8 +383,7 @@ def _check_exact(estimate_micro_usd: int, estimate_tokens: int) -> None:
     be stored as a rounded float that no later settlement can charge."""
     if max(estimate_micro_usd, estimate_tokens) > MAX_EXACT_AMOUNT:
         raise BadRequest(
-            "this request's estimate is past what any budget can hold; "
-            "lower max_tokens"
+            "this request's estimate is past what any budget can hold; lower max_tokens"
         )
 
 

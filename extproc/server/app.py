@@ -82,7 +82,11 @@ async def serve(settings: Settings, *, ready: Callable[[], None] | None = None) 
     tasks = [
         asyncio.create_task(watcher.watch(settings.policy_poll_ms)),
         asyncio.create_task(
-            sweep_forever(lambda: watcher.current.store, settings.lease_sweep_ms)
+            sweep_forever(
+                lambda: watcher.current.store,
+                settings.lease_sweep_ms,
+                grace_ms=settings.lease_sweep_grace_ms,
+            )
         ),
         asyncio.create_task(processor.keep_leases(max(settings.lease_ms // 3, 100))),
         asyncio.create_task(

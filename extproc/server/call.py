@@ -33,7 +33,7 @@ from extproc.errors import (
     StoreUnavailable,
 )
 from extproc.identity import identity_from, labels_from, tool_from
-from extproc.keys import presented_key
+from extproc.keys import headers_carrying_keys, presented_key
 from extproc.metering.charge import (
     ESTIMATED_FAULT,
     REFUSED,
@@ -294,6 +294,13 @@ class Call:
                 "settlement lost: redis unreachable and journal full", extra=fields
             )
             return
+        except OSError as write_failure:  # a full disk, a read-only volume
+            fields["journal_error"] = str(write_failure)
+            log.error(
+                "settlement lost: redis unreachable and journal unwritable",
+                extra=fields,
+            )
+            return
         log.warning("call settled into the local journal", extra=fields)
 
     def access_log_fields(self) -> dict[str, Any]:
@@ -409,7 +416,11 @@ class Call:
             policy.tools.header,
             policy.attribution.header,
         ]
-        remove = [*client_credential_headers(self._request_headers), *internal]
+        remove = [
+            *client_credential_headers(self._request_headers),
+            *internal,
+            *headers_carrying_keys(self._request_headers),
+        ]
         clean_path = without_query_credentials(path)
         try:
             secret = await self.runtime.secret(self.route)

@@ -67,7 +67,12 @@ def _held(gateway) -> list[str]:
 @pytest.fixture
 def fault_gateway(redis_server, tmp_path):
     tenant = "faults-" + secrets.token_hex(4)
-    settings = {"lease_ms": "1500", "lease_sweep_ms": "200", "grace_period_s": "20"}
+    settings = {
+        "lease_ms": "1500",
+        "lease_sweep_ms": "200",
+        "lease_sweep_grace_ms": "300",
+        "grace_period_s": "20",
+    }
     with running_gateway(
         tmp_path, redis_server, tenant=tenant, settings=settings
     ) as gw:

@@ -44,3 +44,17 @@ async def test_settlement_after_a_torn_last_line_is_replayed(
 
     assert ["r1"] == await _booked(store)
     assert 0 == journal.depth
+
+
+async def test_a_record_redis_refuses_is_kept_and_does_not_block_the_rest(
+    store, tmp_path: Path
+) -> None:
+    journal = Journal(tmp_path / "journal.jsonl", max_bytes=1 << 20)
+    unstorable = _settlement("too-big", 10**20)  # not an integer to Lua
+    await journal.append(unstorable, [BUDGET], ALICE, reserved=False)
+    await journal.append(_settlement("fine", 300), [BUDGET], ALICE, reserved=False)
+
+    replayed = await journal.replay(lambda: store)
+
+    assert (["fine"], 1, 1) == (await _booked(store), replayed, journal.depth)
+    journal.close()

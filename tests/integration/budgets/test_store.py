@@ -4,6 +4,7 @@ Cluster: every test that takes ``store`` runs on both."""
 from __future__ import annotations
 
 import asyncio
+import time
 import functools
 import uuid
 from collections.abc import AsyncIterator
@@ -13,7 +14,7 @@ import pytest
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
 
-from extproc.budgets.leases import settle_expired_leases
+from extproc.budgets.leases import settle_expired_leases, sweep_forever
 from extproc.budgets.store import Attribution, BucketSpec, BudgetStore, Settlement
 from extproc.errors import BadRequest, BudgetExceeded, StoreUnavailable
 from extproc.money import format_money
@@ -211,6 +212,22 @@ async def test_expired_lease_is_charged_at_the_estimate_once(store) -> None:
 
     assert (1, 0, False) == (charged, again, late)
     assert 700 == await _level(store)
+
+
+async def test_sweep_charges_nothing_until_redis_has_answered_for_the_grace(
+    store,
+) -> None:
+    long_ago_ms = int(time.time() * 1000) - 3_600_000
+    await _reserve(store, "r1", 300, [_bucket(1000)], now_ms=long_ago_ms)
+
+    sweep = asyncio.create_task(sweep_forever(lambda: store, 20, grace_ms=400))
+    await asyncio.sleep(0.2)
+    during_grace = await store._redis.xlen(store.keys.ledger)
+    await asyncio.sleep(0.6)
+    sweep.cancel()
+
+    after_grace = await store._redis.xlen(store.keys.ledger)
+    assert (0, 1) == (during_grace, after_grace)
 
 
 async def test_lease_not_yet_expired_is_left_alone(store) -> None:
