@@ -65,6 +65,18 @@ class Usage:
             cache_write_tokens=write,
         )
 
+    def at_least(self, earlier: Usage | None) -> Usage:
+        """This usage, no counter below ``earlier``'s: for the cumulative
+        counts of a stream, where a later chunk may leave one out or restate
+        it as 0 without undoing it."""
+        if earlier is None:
+            return self
+        values = {}
+        for name in _COUNTERS:
+            mine, theirs = getattr(self, name), getattr(earlier, name)
+            values[name] = theirs if mine is None else max(mine, theirs or 0)
+        return Usage(**values)
+
     def as_dict(self) -> dict[str, int | None]:
         return {
             "input_tokens": self.input_tokens,
@@ -78,3 +90,6 @@ class Usage:
             "web_search_requests": self.web_search_requests,
             "total_tokens": self.total_tokens,
         }
+
+
+_COUNTERS = tuple(Usage.__dataclass_fields__)

@@ -80,8 +80,13 @@ def _one_pass(raw: Mapping[str, Any]) -> Usage | None:
         return None
 
     read = count(raw, "cache_read_input_tokens") or 0
-    write = count(raw, "cache_creation_input_tokens") or 0
-    write_1h = count(mapping(raw, "cache_creation"), "ephemeral_1h_input_tokens")
+    by_ttl = mapping(raw, "cache_creation")
+    write_5m = count(by_ttl, "ephemeral_5m_input_tokens") or 0
+    write_1h = count(by_ttl, "ephemeral_1h_input_tokens")
+    # The total, or where a body gives only the breakdown, its sum.
+    write = max(
+        count(raw, "cache_creation_input_tokens") or 0, write_5m + (write_1h or 0)
+    )
     searches = count(mapping(raw, "server_tool_use"), "web_search_requests")
 
     return Usage(

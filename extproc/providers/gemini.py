@@ -9,7 +9,8 @@ semantic conventions name it), ``embedContent`` and ``batchEmbedContents``
 
 A stream is SSE with ``alt=sse``; without it Gemini streams one JSON array
 whose elements arrive over time, read element by element here. Every chunk
-carries cumulative ``usageMetadata``: the last one wins.
+carries cumulative ``usageMetadata``: each counter keeps its largest value
+(a last chunk that leaves a count out has not undone it).
 
 Usage: ``promptTokenCount`` already includes ``cachedContentTokenCount``;
 ``toolUsePromptTokenCount`` is input too. ``candidatesTokenCount`` excludes
@@ -123,7 +124,7 @@ def take_chunk(obj: Any, tally: Tally) -> None:
 
     usage = gemini_usage(mapping(obj, "usageMetadata"))
     if usage is not None:
-        tally.usage = usage
+        tally.usage = usage.at_least(tally.usage)
 
 
 def _note_cut(tally: Tally) -> None:

@@ -112,6 +112,25 @@ def test_usage_one_hour_cache_writes_are_kept_apart() -> None:
     )
 
 
+def test_usage_with_only_the_cache_breakdown_counts_every_write() -> None:
+    raw = {
+        "input_tokens": 4,
+        "output_tokens": 1,
+        "cache_creation": {
+            "ephemeral_5m_input_tokens": 10,
+            "ephemeral_1h_input_tokens": 20,
+        },
+    }
+
+    usage = anthropic_usage(raw)
+
+    assert (34, 30, 20) == (
+        usage.input_tokens,
+        usage.cache_write_tokens,
+        usage.cache_write_1h_tokens,
+    )
+
+
 def test_usage_iterations_are_summed() -> None:
     raw = {
         "input_tokens": 5,

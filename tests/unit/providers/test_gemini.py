@@ -105,6 +105,26 @@ def test_json_array_stream_fed_byte_by_byte_takes_the_last_chunk() -> None:
     assert (Usage(4, 8, reasoning_tokens=0), None) == (reading.usage, reading.problem)
 
 
+def test_sse_stream_whose_last_chunk_leaves_a_count_out_keeps_it() -> None:
+    first = {
+        "candidates": [{"content": {"parts": [{"text": "Hi"}]}}],
+        "usageMetadata": {"promptTokenCount": 12, "candidatesTokenCount": 30},
+    }
+    last = {
+        "candidates": [{"finishReason": "STOP"}],
+        "usageMetadata": {"promptTokenCount": 12, "totalTokenCount": 42},
+    }
+    endpoint = GEMINI.endpoint_for("POST", VERTEX_PATH)
+    reader = GEMINI.open_reader(
+        endpoint, streaming=True, content_type="text/event-stream"
+    )
+    for event in (first, last):
+        reader.feed(f"data: {json.dumps(event)}\n\n".encode())
+
+    usage = reader.finish().usage
+    assert (12, 30) == (usage.input_tokens, usage.output_tokens)
+
+
 def test_json_array_stream_cut_mid_array_notes_it() -> None:
     body = json.dumps([chunk(3), chunk(8, "STOP")]).encode()
     endpoint = GEMINI.endpoint_for("POST", "/v1beta/models/m:streamGenerateContent")
