@@ -382,3 +382,27 @@ def _raw_post(port: int, path: str, headers: dict[str, str]) -> int:
 
 def test_probe_reports_serving_over_the_socket(egress_gateway: EgressGateway) -> None:
     assert 0 == probe.main([egress_gateway.extproc.address, "--timeout-s", "5"])
+
+
+def test_client_cannot_make_envoy_retry_a_call(egress_gateway: EgressGateway) -> None:
+    # x-envoy-retry-on and x-envoy-max-retries from an application (a pod
+    # address is "internal" to Envoy by default) would have the router send
+    # one metered call to the provider several times: spend no one pays for.
+    before = len(egress_gateway.openai.requests)
+
+    response = _post(
+        egress_gateway,
+        "/openai/v1/chat/completions",
+        CHAT,
+        {
+            "authorization": f"Bearer {egress_gateway.token(WORKLOAD)}",
+            "x-envoy-retry-on": "5xx,reset,retriable-status-codes",
+            "x-envoy-retriable-status-codes": "500",
+            "x-envoy-max-retries": "3",
+            # No such fixture: the stand-in answers 500.
+            REPLAY_HEADER: "no-such-fixture",
+        },
+    )
+
+    assert 500 == response.status
+    assert before + 1 == len(egress_gateway.openai.requests)
