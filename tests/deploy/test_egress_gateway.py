@@ -406,3 +406,26 @@ def test_client_cannot_make_envoy_retry_a_call(egress_gateway: EgressGateway) ->
 
     assert 500 == response.status
     assert before + 1 == len(egress_gateway.openai.requests)
+
+
+def test_provider_is_told_nothing_of_the_callers_network(
+    egress_gateway: EgressGateway,
+) -> None:
+    # Envoy appends the pod's address to x-forwarded-for and names it in
+    # x-envoy-external-address; neither is the provider's business, and a
+    # client-written x-forwarded-for would travel along with them.
+    response = _post(
+        egress_gateway,
+        "/openai/v1/chat/completions",
+        CHAT,
+        {
+            "authorization": f"Bearer {egress_gateway.token(WORKLOAD)}",
+            "x-forwarded-for": "203.0.113.7",
+            REPLAY_HEADER: OPENAI_FIXTURE,
+        },
+    )
+
+    assert 200 == response.status
+    seen = egress_gateway.openai.requests[-1].headers
+    assert "x-forwarded-for" not in seen
+    assert [] == [name for name in seen if name.lower().startswith("x-envoy-")]
