@@ -365,6 +365,26 @@ def test_envoy_filter_sets_identity_from_the_peer_certificate_only() -> None:
     ]["append"]["header"]
 
 
+def test_istio_gateway_tells_the_provider_nothing_of_the_callers_mesh() -> None:
+    # An Istio gateway sets x-forwarded-client-cert (the caller's SPIFFE ID
+    # and the gateway's own), appends the sidecar's address to
+    # x-forwarded-for and names it in x-envoy-external-address; all of it
+    # would travel on to the provider.
+    first = next(
+        p for p in _envoy_filter_patches() if p["patch"]["operation"] == "INSERT_FIRST"
+    )
+    mutations = first["patch"]["value"]["typed_config"]["mutations"][
+        "request_mutations"
+    ]
+    removed = {m["remove"] for m in mutations if "remove" in m}
+
+    assert {
+        "x-forwarded-client-cert",
+        "x-forwarded-for",
+        "x-envoy-external-address",
+    } <= removed
+
+
 def test_no_config_holds_a_credential_looking_value() -> None:
     for path in [*ENVOY_CONFIGS, ENVOY_FILTER]:
         text = path.read_text()
