@@ -2,7 +2,9 @@
 
 Amounts stay integer micro-USD until they are written out: as exact decimal
 USD text (``format_usd``), or converted into the organisation's currency at
-one rate, rounded once per figure to the micro unit.
+one rate. A converted bill rounds each line's metered and estimated amounts
+once; every total is the sum of those rounded figures, so that a converted
+statement adds up as printed.
 """
 
 from __future__ import annotations
@@ -31,8 +33,9 @@ CSV_COLUMNS = (
     "requests",
 )
 
+MICRO_PLACES = 6  # a converted amount is kept to a millionth of its currency
+
 _MONTH = re.compile(r"^(\d{4})-(0[1-9]|1[0-2])$")
-_MICRO = Decimal(1).scaleb(-6)
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,41 +87,77 @@ class Bill:
         return _subtotals(self.lines, lambda line: line.team)
 
 
+@dataclass(frozen=True, slots=True)
+class Converted:
+    """Amounts in another currency, as integer counts of its smallest printed
+    unit: metered and estimated each rounded once, the total their sum."""
+
+    metered: int
+    estimated: int
+
+    @property
+    def total(self) -> int:
+        return self.metered + self.estimated
+
+    def __add__(self, other: Converted) -> Converted:
+        return Converted(
+            self.metered + other.metered, self.estimated + other.estimated
+        )
+
+
+def converted(line: BillLine, rate: Decimal, places: int = MICRO_PLACES) -> Converted:
+    """``line``'s amounts at ``rate`` per USD, in units of ``10**-places``."""
+    return Converted(
+        in_units(line.metered_micro_usd, rate, places),
+        in_units(line.estimated_micro_usd, rate, places),
+    )
+
+
+def converted_sum(amounts: Iterable[Converted]) -> Converted:
+    """The column sums of rounded amounts: what a reader adding them gets."""
+    return sum(amounts, Converted(0, 0))
+
+
 def build_bill(rows: Iterable[SpendRow], month: str) -> Bill:
     """The bill of ``month`` (``YYYY-MM``) from daily spend rows; rows of
     other months are left out. ``ValueError`` for a malformed month."""
     check_month(month)
+    in_month = (row for row in rows if row.day.startswith(month + "-"))
+    return Bill(month, bill_lines(in_month))
+
+
+def bill_lines(rows: Iterable[SpendRow]) -> tuple[BillLine, ...]:
+    """``rows`` summed by team, project, provider and model, in bill order."""
     totals: dict[tuple[str, str, str, str], list[int]] = {}
     for row in rows:
-        if not row.day.startswith(month + "-"):
-            continue
         key = (row.team, row.project, row.provider, row.model)
         sums = totals.setdefault(key, [0, 0, 0])
         sums[0] += row.cost_micro_usd - row.estimated_cost_micro_usd
         sums[1] += row.estimated_cost_micro_usd
         sums[2] += row.requests
 
-    lines = tuple(
+    return tuple(
         BillLine(team, project, provider, model, metered, estimated, requests)
         for (team, project, provider, model), (metered, estimated, requests) in sorted(
             totals.items(), key=lambda item: _order(item[0])
         )
     )
-    return Bill(month, lines)
 
 
 def bill_csv(bill: Bill, *, currency: str = "USD", rate: Decimal = Decimal(1)) -> str:
     """``bill`` as CSV for finance: one row per line, then a ``(total)`` row.
 
     USD columns are exact. For another ``currency``, three more columns give
-    the amounts converted at ``rate`` (units of ``currency`` per USD).
+    the amounts converted at ``rate`` (units of ``currency`` per USD), each
+    line rounded once and the total row the sum of the lines above it.
     """
-    converted = currency.upper() != "USD"
+    converted_columns = currency.upper() != "USD"
     extra = [f"{kind}_{currency.lower()}" for kind in ("metered", "estimated", "total")]
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow([*CSV_COLUMNS, *(extra if converted else [])])
+    writer.writerow([*CSV_COLUMNS, *(extra if converted_columns else [])])
 
+    in_currency = [converted(line, rate) for line in bill.lines]
     total = BillLine(
         TOTAL_LABEL,
         "",
@@ -128,32 +167,48 @@ def bill_csv(bill: Bill, *, currency: str = "USD", rate: Decimal = Decimal(1)) -
         bill.estimated_micro_usd,
         bill.requests,
     )
-    for line in (*bill.lines, total):
-        amounts = (
-            line.metered_micro_usd,
-            line.estimated_micro_usd,
-            line.total_micro_usd,
-        )
-        row = [
-            line.team or NONE_LABEL,
-            line.project or (NONE_LABEL if line is not total else ""),
-            line.provider,
-            line.model,
-            *(format_usd(a) for a in amounts),
-            line.requests,
-        ]
-        if converted:
-            row += [str(convert(a, rate)) for a in amounts]
+    rows = [*zip(bill.lines, in_currency), (total, converted_sum(in_currency))]
+    for line, amounts in rows:
+        row = _csv_row(line, is_total=line is total)
+        if converted_columns:
+            row += [
+                units_text(units, MICRO_PLACES)
+                for units in (amounts.metered, amounts.estimated, amounts.total)
+            ]
         writer.writerow(safe_row(row))
 
     return out.getvalue()
 
 
+def _csv_row(line: BillLine, *, is_total: bool) -> list[object]:
+    return [
+        line.team or NONE_LABEL,
+        line.project or ("" if is_total else NONE_LABEL),
+        line.provider,
+        line.model,
+        format_usd(line.metered_micro_usd),
+        format_usd(line.estimated_micro_usd),
+        format_usd(line.total_micro_usd),
+        line.requests,
+    ]
+
+
+def in_units(micro_usd: int, rate: Decimal, places: int = MICRO_PLACES) -> int:
+    """``micro_usd`` at ``rate`` per USD as an integer count of ``10**-places``
+    of the other currency (banker's rounding, once)."""
+    amount = (Decimal(micro_usd) * rate / MICRO_PER_USD).scaleb(places)
+    return int(amount.to_integral_value(rounding=ROUND_HALF_EVEN))
+
+
+def units_text(units: int, places: int) -> str:
+    """An integer count of ``10**-places`` as exact decimal text."""
+    return str(Decimal(units).scaleb(-places).quantize(Decimal(1).scaleb(-places)))
+
+
 def convert(micro_usd: int, rate: Decimal) -> Decimal:
     """``micro_usd`` in another currency at ``rate`` per USD, to the micro
     unit (banker's rounding, once)."""
-    amount = Decimal(micro_usd) / MICRO_PER_USD * rate
-    return amount.quantize(_MICRO, rounding=ROUND_HALF_EVEN)
+    return Decimal(units_text(in_units(micro_usd, rate), MICRO_PLACES))
 
 
 def check_month(month: str) -> tuple[int, int]:

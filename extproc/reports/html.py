@@ -3,8 +3,11 @@
 The page has inline CSS and an inline SVG chart drawn here; it loads
 nothing, runs no script and reads the same with or without a network.
 Amounts are integer micro-USD until they are printed, converted into the
-organisation's currency at one rate. Chart geometry uses floats: they place
-pixels, they never hold an amount that is printed or summed.
+organisation's currency at one rate. The summary and the bill round each
+bill line's metered and estimated amounts to the cent once and add up those
+printed figures, so that every total is the sum of what is shown. Chart
+geometry uses floats: they place pixels, they never hold an amount that is
+printed or summed.
 """
 
 from __future__ import annotations
@@ -14,10 +17,20 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
-from decimal import ROUND_HALF_EVEN, Decimal
+from decimal import Decimal
 from html import escape
 
-from extproc.reports.bill import Bill, BillLine, convert, label
+from extproc.reports.bill import (
+    Bill,
+    BillLine,
+    Converted,
+    bill_lines,
+    convert,
+    converted,
+    converted_sum,
+    in_units,
+    label,
+)
 from extproc.spend import SpendRow
 
 DIMENSIONS = ("team", "project", "identity", "tool", "provider", "model")
@@ -38,6 +51,8 @@ _PALETTE = (
 _OTHER_COLOUR = "#b9bec7"
 _OTHER = "other"
 
+_CENT_PLACES = 2
+
 _CHART_WIDTH, _CHART_HEIGHT = 1120, 380
 _MARGIN_LEFT, _MARGIN_RIGHT, _MARGIN_TOP, _MARGIN_BOTTOM = 84, 16, 16, 44
 
@@ -50,14 +65,26 @@ class _Money:
     rate: Decimal
 
     def text(self, micro_usd: int) -> str:
-        amount = convert(micro_usd, self.rate)
-        cents = amount.quantize(Decimal("0.01"), rounding=ROUND_HALF_EVEN)
-        if micro_usd and not cents:
-            return "< 0.01"
-        return f"{cents:,.2f}"
+        return self.shown(self.cents(micro_usd), exact=micro_usd)
 
     def html(self, micro_usd: int) -> str:
         return escape(self.text(micro_usd))
+
+    def cents(self, micro_usd: int) -> int:
+        """``micro_usd`` in hundredths of the currency, rounded once."""
+        return in_units(micro_usd, self.rate, _CENT_PLACES)
+
+    def line(self, line: BillLine) -> Converted:
+        """A bill line's metered and estimated amounts in cents."""
+        return converted(line, self.rate, _CENT_PLACES)
+
+    def shown(self, cents: int, *, exact: int) -> str:
+        """``cents`` as printed; ``< 0.01`` when they round away the
+        nonzero ``exact`` micro-USD."""
+        if exact and not cents:
+            return "< 0.01"
+        whole, rest = divmod(abs(cents), 100)
+        return f"{'-' if cents < 0 else ''}{whole:,}.{rest:02d}"
 
     def value(self, micro_usd: int) -> float:
         """Chart height only; never printed."""
@@ -181,19 +208,24 @@ def _summary(rows: Sequence[SpendRow], days: list[date], money: _Money) -> str:
     requests = sum(r.requests for r in rows)
     identities = len({r.identity for r in rows if r.identity})
     share = f"{estimated * 100 / total:.1f}% of spend" if total else "none"
+    cents = converted_sum(money.line(line) for line in bill_lines(rows))
+
+    def amount(printed: int, exact: int) -> str:
+        shown = money.shown(printed, exact=exact)
+        return f"{escape(shown)} {escape(money.currency)}"
 
     cards = [
         (
             "Total spend",
-            f"{money.html(total)} {escape(money.currency)}",
+            amount(cents.total, total),
             f"over {len(days)} day{'s' if len(days) != 1 else ''}",
         ),
         (
             "Metered",
-            f"{money.html(total - estimated)} {escape(money.currency)}",
+            amount(cents.metered, total - estimated),
             "priced from reported usage",
         ),
-        ("Estimated", f"{money.html(estimated)} {escape(money.currency)}", share),
+        ("Estimated", amount(cents.estimated, estimated), share),
         (
             "Requests",
             f"{requests:,}",
@@ -416,22 +448,26 @@ def _bill_section(bill: Bill, money: _Money) -> str:
 
     # Each team opens with its subtotal; its lines follow with the team left
     # blank and a project named only where it changes, as on a statement.
+    # Lines are rounded once; subtotals and the total add up what is printed.
     body: list[str] = []
+    printed: list[Converted] = []
     for subtotal in bill.by_team():
+        lines = [x for x in bill.lines if x.team == subtotal.team]
+        cents = [money.line(line) for line in lines]
+        printed += cents
+        team = label(subtotal.team)
         body.append(
-            _bill_row(
-                subtotal, money, team=label(subtotal.team), project="", css="subtotal"
-            )
+            _bill_row(subtotal, converted_sum(cents), money, team, css="subtotal")
         )
         project = None
-        for line in (x for x in bill.lines if x.team == subtotal.team):
+        for line, amounts in zip(lines, cents):
             shown = label(line.project) if line.project != project else ""
             project = line.project
-            body.append(_bill_row(line, money, team="", project=shown))
+            body.append(_bill_row(line, amounts, money, "", project=shown))
     grand = BillLine(
         "", "", "", "", bill.metered_micro_usd, bill.estimated_micro_usd, bill.requests
     )
-    body.append(_bill_row(grand, money, team="Total", project="", css="total"))
+    body.append(_bill_row(grand, converted_sum(printed), money, "Total", css="total"))
 
     head = (
         "<tr><th>Team</th><th>Project</th><th>Provider</th><th>Model</th>"
@@ -445,23 +481,33 @@ def _bill_section(bill: Bill, money: _Money) -> str:
 
 
 def _bill_row(
-    line: BillLine, money: _Money, *, team: str, project: str, css: str = ""
+    line: BillLine,
+    cents: Converted,
+    money: _Money,
+    team: str,
+    *,
+    project: str = "",
+    css: str = "",
 ) -> str:
     attribute = f' class="{css}"' if css else ""
+    metered = money.shown(cents.metered, exact=line.metered_micro_usd)
+    total = money.shown(cents.total, exact=line.total_micro_usd)
     return (
         f"<tr{attribute}><td>{escape(team)}</td><td>{escape(project)}</td>"
         f"<td>{escape(line.provider)}</td><td>{escape(line.model)}</td>"
-        f'<td class="num">{money.html(line.metered_micro_usd)}</td>'
-        f"{_estimated_cell(line.estimated_micro_usd, money)}"
-        f'<td class="num">{money.html(line.total_micro_usd)}</td>'
+        f'<td class="num">{escape(metered)}</td>'
+        f"{_estimated_cell(line.estimated_micro_usd, money, cents.estimated)}"
+        f'<td class="num">{escape(total)}</td>'
         f'<td class="num">{line.requests:,}</td></tr>\n'
     )
 
 
-def _estimated_cell(micro_usd: int, money: _Money) -> str:
-    """Estimated amounts stand out; a zero recedes."""
+def _estimated_cell(micro_usd: int, money: _Money, cents: int | None = None) -> str:
+    """Estimated amounts stand out; a zero recedes. ``cents`` is the printed
+    amount when already rounded."""
     css = "estimated" if micro_usd else "zero"
-    return f'<td class="num {css}">{money.html(micro_usd)}</td>'
+    printed = money.cents(micro_usd) if cents is None else cents
+    return f'<td class="num {css}">{escape(money.shown(printed, exact=micro_usd))}</td>'
 
 
 def _footnote(money: _Money) -> str:
@@ -476,7 +522,8 @@ def _footnote(money: _Money) -> str:
         "provider reported no usage or the response was cut short; metered spend was "
         "priced from the usage the provider reported. Days are UTC days; "
         "weekends are shaded. The ledger keeps exact "
-        "micro-USD; figures here are rounded to cents.</footer>"
+        "micro-USD; figures here are rounded to cents, each bill line once, and "
+        "totals add up the rounded figures.</footer>"
     )
 
 

@@ -47,6 +47,7 @@ log = logging.getLogger(__name__)
 
 INSTRUMENTATION_NAME = "tollgate"
 DEFAULT_MAX_LABEL_VALUES = 1000
+SHUTDOWN_TIMEOUT_S = 5.0
 _PROVISIONAL_SPAN_NAME = "tollgate.call"
 _PROPAGATOR = TraceContextTextMapPropagator()
 
@@ -245,11 +246,26 @@ class Telemetry:
         self._journal_depth = callback
 
     @_never_raises
-    def shutdown(self) -> None:
-        """Flush and stop the exporters. Safe to call more than once."""
+    def shutdown(self, timeout_s: float = SHUTDOWN_TIMEOUT_S) -> None:
+        """Flush and stop the exporters, waiting at most ``timeout_s``: the
+        SDK retries a collector that does not answer for tens of seconds,
+        which would outlast a pod's grace period. What is still unsent then
+        is dropped. Safe to call more than once."""
         if self._shut_down:
             return
         self._shut_down = True
+        stopping = threading.Thread(
+            target=self._stop_exporters, name="telemetry-shutdown", daemon=True
+        )
+        stopping.start()
+        stopping.join(timeout_s)
+        if stopping.is_alive():
+            log.warning(
+                "telemetry exporters did not stop in time",
+                extra={"timeout_s": timeout_s},
+            )
+
+    def _stop_exporters(self) -> None:
         for stop in (
             self._tracer_provider.shutdown,
             self._meter_provider.shutdown,

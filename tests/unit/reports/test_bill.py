@@ -198,3 +198,28 @@ def test_a_model_name_that_is_a_formula_is_written_as_text() -> None:
     lines = list(csv.reader(io.StringIO(bill_csv(build_bill(rows, "2026-11")))))
 
     assert '\'=1+2,"@SUM(1)"' == lines[1][3]
+
+
+HALF = Decimal("0.5")  # EUR per USD: each micro-USD is half a micro-euro
+HALF_MICRO_ROWS = [
+    _row("2026-11-03", "a", "platform", "", "openai", "gpt-4o", 2, 1),
+    _row("2026-11-03", "b", "search", "", "openai", "gpt-4o", 2, 1),
+    _row("2026-11-03", "c", "support", "", "openai", "gpt-4o", 2, 1),
+]
+
+
+def test_csv_converted_total_row_is_the_sum_of_the_converted_lines() -> None:
+    text = bill_csv(build_bill(HALF_MICRO_ROWS, "2026-11"), currency="EUR", rate=HALF)
+
+    rows = _csv_rows(text)
+    columns = ("metered_eur", "estimated_eur", "total_eur")
+    lines_sum = [sum(Decimal(r[c]) for r in rows[:-1]) for c in columns]
+    assert lines_sum == [Decimal(rows[-1][c]) for c in columns]
+
+
+def test_csv_converted_line_total_is_its_metered_plus_estimated() -> None:
+    text = bill_csv(build_bill(HALF_MICRO_ROWS, "2026-11"), currency="EUR", rate=HALF)
+
+    line = _csv_rows(text)[0]
+    parts = Decimal(line["metered_eur"]) + Decimal(line["estimated_eur"])
+    assert parts == Decimal(line["total_eur"])

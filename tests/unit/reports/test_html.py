@@ -203,3 +203,33 @@ def test_weekends_are_shaded_behind_the_bars() -> None:
 
     # 01 Nov 2026 is a Sunday; 02 and 03 Nov are weekdays.
     assert 1 == len(re.findall(r'<rect class="weekend"', page))
+
+
+def _cells(row: str) -> list[str]:
+    return re.findall(r"<td[^>]*>([^<]*)</td>", row)
+
+
+HALF_CENT_ROWS = [  # every line's amounts end in half a cent
+    _row("2026-11-02", "alice", "platform", 2_010_000, estimated=1_005_000),
+    _row("2026-11-02", "bob", "platform", 1_005_000, model="gpt-4o-mini"),
+]
+
+
+def test_bill_total_row_is_the_sum_of_the_printed_lines() -> None:
+    page = render_html(HALF_CENT_ROWS, bill=build_bill(HALF_CENT_ROWS, "2026-11"))
+
+    bill = page.split("Bill for 2026-11", 1)[1]
+    lines = re.findall(r"<tr>(<td></td>.*?)</tr>", bill)
+    total = re.search(r'<tr class="total">(.*?)</tr>', bill).group(1)
+    printed = [sum(Decimal(_cells(x)[i]) for x in lines) for i in (4, 5, 6)]
+    assert printed == [Decimal(v) for v in _cells(total)[4:7]]
+
+
+def test_summary_total_is_the_printed_metered_plus_estimated() -> None:
+    page = render_html(HALF_CENT_ROWS)
+
+    total, metered, estimated = (
+        Decimal(v.split()[0])
+        for v in re.findall(r'<div class="value">([^<]+)</div>', page)[:3]
+    )
+    assert metered + estimated == total

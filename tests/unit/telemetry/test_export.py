@@ -3,7 +3,9 @@ a bad setting never stops the gateway."""
 
 from __future__ import annotations
 
+import logging
 import socket
+import time
 import urllib.request
 
 import pytest
@@ -214,3 +216,21 @@ def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
+
+
+def test_shutdown_with_an_unreachable_collector_gives_up_after_its_timeout(
+    monkeypatch, caplog
+) -> None:
+    dead = f"http://127.0.0.1:{_free_port()}"
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", dead)
+    telemetry = Telemetry.from_environment()
+    telemetry.start_call(traceparent=None).finish(RECORD)
+
+    started = time.monotonic()
+    with caplog.at_level(logging.WARNING, logger="extproc.telemetry"):
+        telemetry.shutdown(timeout_s=0.5)
+
+    assert (True, ["telemetry exporters did not stop in time"]) == (
+        time.monotonic() - started < 2.0,
+        [r.getMessage() for r in caplog.records if r.name.startswith("extproc")],
+    )
