@@ -86,6 +86,21 @@ class _Money:
         whole, rest = divmod(abs(cents), 100)
         return f"{'-' if cents < 0 else ''}{whole:,}.{rest:02d}"
 
+    def apportion(self, parts: dict[str, int], total_cents: int) -> dict[str, int]:
+        """``parts`` (micro-USD) in cents that add up to ``total_cents``, the
+        page's printed total: each part rounded down, and the cents left
+        over given to the largest remainders. A printed breakdown then sums
+        to the printed total, as a reader checks it."""
+        exact = {name: self.rate * amount / 10_000 for name, amount in parts.items()}
+        cents = {name: math.floor(value) for name, value in exact.items()}
+        left_over = total_cents - sum(cents.values())
+        if not 0 <= left_over <= len(cents):
+            return {name: self.cents(amount) for name, amount in parts.items()}
+        ranked = sorted(exact, key=lambda name: (cents[name] - exact[name], name))
+        for name in ranked[:left_over]:
+            cents[name] += 1
+        return cents
+
     def value(self, micro_usd: int) -> float:
         """Chart height only; never printed."""
         return float(convert(micro_usd, self.rate))
@@ -111,11 +126,12 @@ def render_html(
         )
     money = _Money(currency.upper(), rate)
     days = _days(rows, first, last)
+    printed = converted_sum(money.line(line) for line in bill_lines(rows))
 
     sections = [
-        _summary(rows, days, money),
-        _chart_section(rows, days, dimension, money),
-        _top_spenders(rows, money),
+        _summary(rows, days, money, printed),
+        _chart_section(rows, days, dimension, money, printed.total),
+        _top_spenders(rows, money, printed.total),
     ]
     if bill is not None:
         sections.append(_bill_section(bill, money))
@@ -202,13 +218,14 @@ footer { margin-top: 28px; color: var(--muted); font-size: 12px;
 # Summary.
 
 
-def _summary(rows: Sequence[SpendRow], days: list[date], money: _Money) -> str:
+def _summary(
+    rows: Sequence[SpendRow], days: list[date], money: _Money, cents: Converted
+) -> str:
     total = sum(r.cost_micro_usd for r in rows)
     estimated = sum(r.estimated_cost_micro_usd for r in rows)
     requests = sum(r.requests for r in rows)
     identities = len({r.identity for r in rows if r.identity})
     share = f"{estimated * 100 / total:.1f}% of spend" if total else "none"
-    cents = converted_sum(money.line(line) for line in bill_lines(rows))
 
     def amount(printed: int, exact: int) -> str:
         shown = money.shown(printed, exact=exact)
@@ -244,7 +261,11 @@ def _summary(rows: Sequence[SpendRow], days: list[date], money: _Money) -> str:
 
 
 def _chart_section(
-    rows: Sequence[SpendRow], days: list[date], dimension: str, money: _Money
+    rows: Sequence[SpendRow],
+    days: list[date],
+    dimension: str,
+    money: _Money,
+    total_cents: int,
 ) -> str:
     heading = f"<h2>Daily spend by {escape(dimension)} ({escape(money.currency)})</h2>"
     if not days or not any(r.cost_micro_usd for r in rows):
@@ -256,15 +277,40 @@ def _chart_section(
     colours = _colours(series)
     svg = _svg(days, series, per_day, colours, money)
     totals = _series_totals(per_day)
+    cents = _legend_cents(rows, series, dimension, money, totals, total_cents)
     legend = "\n".join(
         f'<li><span class="swatch" style="background:{colours[name]}"></span>'
-        f'{escape(name)} <span class="amount">{money.html(totals[name])}</span></li>'
+        f'{escape(name)} <span class="amount">'
+        f"{escape(money.shown(cents[name], exact=totals[name]))}</span></li>"
         for name in series
     )
     return (
         f"<section>{heading}<figure>{svg}"
         f'<ul class="legend">\n{legend}\n</ul></figure></section>'
     )
+
+
+_BILL_DIMENSIONS = ("team", "project", "provider", "model")
+
+
+def _legend_cents(
+    rows: Sequence[SpendRow],
+    series: list[str],
+    dimension: str,
+    money: _Money,
+    totals: dict[str, int],
+    total_cents: int,
+) -> dict[str, int]:
+    """Each series' printed amount: by a dimension the bill is cut by, the
+    sum of its rounded bill lines (so a team reads as its bill subtotal);
+    by any other, its share of the printed total."""
+    if dimension not in _BILL_DIMENSIONS:
+        return money.apportion(totals, total_cents)
+    cents: dict[str, int] = defaultdict(int)
+    for line in bill_lines(rows):
+        name = label(getattr(line, dimension))
+        cents[name if name in series else _OTHER] += money.line(line).total
+    return cents
 
 
 def _series(
@@ -397,7 +443,7 @@ def _tick_text(value: float, ticks: list[float]) -> str:
 # Top spenders.
 
 
-def _top_spenders(rows: Sequence[SpendRow], money: _Money) -> str:
+def _top_spenders(rows: Sequence[SpendRow], money: _Money, total_cents: int) -> str:
     spend: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0])
     teams: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
     for row in rows:
@@ -406,6 +452,9 @@ def _top_spenders(rows: Sequence[SpendRow], money: _Money) -> str:
         entry[1] += row.estimated_cost_micro_usd
         entry[2] += row.requests
         teams[row.identity][row.team] += row.cost_micro_usd
+    # Everyone's share of the printed total, so that the rows shown and
+    # those left out add up to it.
+    cents = money.apportion({i: entry[0] for i, entry in spend.items()}, total_cents)
     ranked = sorted(spend.items(), key=lambda item: (-item[1][0], item[0]))[
         :TOP_SPENDERS
     ]
@@ -424,7 +473,7 @@ def _top_spenders(rows: Sequence[SpendRow], money: _Money) -> str:
             f'<tr><td class="num">{rank}</td><td>{escape(identity or "(unknown)")}</td>'
             f"<td>{escape(label(team))}</td>"
             f'<td><div class="bar"><span style="width:{width:.1f}%"></span></div></td>'
-            f'<td class="num">{money.html(cost)}</td>'
+            f'<td class="num">{escape(money.shown(cents[identity], exact=cost))}</td>'
             f"{_estimated_cell(estimated, money)}"
             f'<td class="num">{requests:,}</td></tr>'
         )

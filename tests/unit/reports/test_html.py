@@ -233,3 +233,37 @@ def test_summary_total_is_the_printed_metered_plus_estimated() -> None:
         for v in re.findall(r'<div class="value">([^<]+)</div>', page)[:3]
     )
     assert metered + estimated == total
+
+
+THIRD_CENT_ROWS = [  # three spenders, each a third of a cent past a cent
+    _row("2026-11-02", name, "platform", 13_333) for name in ("alice", "bob", "carol")
+]
+
+
+def _printed_total(page: str) -> Decimal:
+    return Decimal(re.search(r'<div class="value">([^<]+)</div>', page)[1].split()[0])
+
+
+def test_top_spenders_add_up_to_the_printed_total() -> None:
+    page = render_html(THIRD_CENT_ROWS)
+
+    spenders = page.split("Top spenders", 1)[1].split("</table>", 1)[0]
+    rows = re.findall(r"<tr><td class=\"num\">\d+</td>(.*?)</tr>", spenders)
+    spend = [Decimal(_cells(r)[2]) for r in rows]
+    assert _printed_total(page) == sum(spend)
+
+
+def test_legend_by_identity_adds_up_to_the_printed_total() -> None:
+    page = render_html(THIRD_CENT_ROWS, dimension="identity")
+
+    legend = re.findall(r'<span class="amount">([^<]+)</span>', page)
+    assert _printed_total(page) == sum(Decimal(v) for v in legend)
+
+
+def test_legend_by_team_reads_as_the_bill_subtotals() -> None:
+    bill = build_bill(HALF_CENT_ROWS, "2026-11")
+    page = render_html(HALF_CENT_ROWS, bill=bill)
+
+    [legend] = re.findall(r'<span class="amount">([^<]+)</span>', page)
+    subtotal = re.search(r'<tr class="subtotal">(.*?)</tr>', page).group(1)
+    assert _cells(subtotal)[6] == legend
