@@ -29,6 +29,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from extproc.errors import ConfigError
+from extproc.drain import drain
 from extproc.local import (
     LOCAL_CONFIG_PATH,
     EnvoyProcess,
@@ -516,6 +517,36 @@ def test_envoy_forwards_a_stream_chunk_by_chunk(
 
     assert b"".join(events) == b"".join(chunk for _, chunk in reads)
     assert reads[-1][0] - reads[0][0] >= 0.4, "the stream was held back"
+
+
+@pytest.mark.e2e
+def test_drain_lets_a_stream_in_flight_finish_then_stops_envoy(
+    tmp_path: Path, processor: tuple[NoOpProcessor, int]
+) -> None:
+    _, extproc_port = processor
+    events = [b'data: {"n":%d}\n\n' % n for n in range(6)] + [b"data: [DONE]\n\n"]
+    stream = Reply(200, {"content-type": "text/event-stream"}, events, 0.25)
+
+    with (
+        StandIn(lambda req: stream) as standin,
+        _run_envoy(tmp_path, extproc_port, standin) as envoy,
+    ):
+        conn = http.client.HTTPConnection("127.0.0.1", envoy.listen_port, timeout=10)
+        conn.request("POST", "/openai" + CHAT_PATH, CHAT_REQUEST)
+        response = conn.getresponse()
+        admin = f"http://127.0.0.1:{envoy.admin_port}"
+        outcome: list[str] = []
+        draining = threading.Thread(
+            target=lambda: outcome.append(drain(admin, max_wait_s=10))
+        )
+        draining.start()
+        received = response.read()
+        draining.join(timeout=15)
+        conn.close()
+        envoy._process.wait(timeout=10)
+
+    assert b"".join(events) == received
+    assert ["stopped Envoy with no call in flight"] == outcome
 
 
 @pytest.mark.e2e
