@@ -188,14 +188,19 @@ class Call:
         )
 
     def on_response_body(self, message: pb.HttpBody) -> pb.ProcessingResponse:
-        """Meter one chunk, passing it on unchanged; price at end of body."""
+        """Meter one chunk, passing it on unchanged; price at end of body,
+        or at the chunk with the body's last event (``[DONE]``)."""
         if self._meter is not None:
             self._meter.feed(bytes(message.body))
-        if not message.end_of_stream:
-            return messages.response_body_reply()
-
-        self._finish_body()
-        return messages.response_body_reply(self.access_log_fields())
+        if message.end_of_stream:
+            self._finish_body()
+            return messages.response_body_reply(self.access_log_fields())
+        if self.charge is None and self._meter is not None and self._meter.ended:
+            # SDKs hang up once they have read the last event, often before
+            # the end of the body arrives: the access log gets the cost now.
+            self._price()
+            return messages.response_body_reply(self.access_log_fields())
+        return messages.response_body_reply()
 
     # Settlement.
 
@@ -549,7 +554,8 @@ class Call:
     def _finish_body(self) -> None:
         self.response_complete = True
         self.finished = True
-        self._price()
+        if self.charge is None:  # not priced at the body's last event
+            self._price()
 
     def _price(self) -> None:
         """Decide the charge and its cost. Never raises: a fault here charges

@@ -25,6 +25,7 @@ REPLAY_HEADER = "x-replay-fixture"
 DELAY_HEADER = "x-replay-delay-ms"
 GZIP_HEADER = "x-replay-gzip"
 CUT_HEADER = "x-replay-cut-after"  # bytes streamed before the stand-in resets
+LINGER_HEADER = "x-replay-linger-ms"  # pause after the last event, before the end
 
 
 def meta(name: str) -> dict[str, Any]:
@@ -77,8 +78,13 @@ def replay_responder(request: RecordedRequest) -> Reply:
         body = gzip.compress(body)
         return Reply(info["http_status"], headers, [body[:40], body[40:]])
     if info["streaming"] and info["file"].endswith(".sse"):
+        linger_s = int(request.headers.get(LINGER_HEADER, "0")) / 1000
         return Reply(
-            info["http_status"], headers, sse_chunks(body), chunk_delay_s=delay_s
+            info["http_status"],
+            headers,
+            sse_chunks(body),
+            chunk_delay_s=delay_s,
+            end_delay_s=linger_s,
         )
     if info["streaming"]:
         step = 64
@@ -176,6 +182,31 @@ class Client:
         connection.sock.shutdown(socket.SHUT_RDWR)
         connection.close()
         return head, data
+
+
+def read_until_and_hang_up(
+    port: int, path: str, body: dict[str, Any], headers: dict[str, str], marker: bytes
+) -> tuple[dict[str, str], bytes]:
+    """Send a request, read the body until ``marker`` has arrived, then drop
+    the socket at once, as an SDK does once it has read a stream's last event."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    connection.request(
+        "POST",
+        path,
+        body=json.dumps(body).encode(),
+        headers={"content-type": "application/json", **headers},
+    )
+    reply = connection.getresponse()
+    head = {k.lower(): v for k, v in reply.getheaders()}
+    data = b""
+    while marker not in data:
+        part = reply.read1(65536)  # the socket timeout bounds each read
+        if not part:
+            break
+        data += part
+    connection.sock.shutdown(socket.SHUT_RDWR)
+    connection.close()
+    return head, data
 
 
 def _read_all(reply: http.client.HTTPResponse) -> tuple[bytes, int]:
