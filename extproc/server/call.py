@@ -9,6 +9,7 @@ exactly once, whatever happened before.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 import uuid
@@ -516,6 +517,13 @@ class Call:
         except StoreUnavailable as exc:
             self._telemetry.record_redis_error("reserve")
             self._admit_unreserved(exc)
+        except asyncio.CancelledError:
+            # Envoy ended the stream (its client left) while Redis answered:
+            # the hold may stand, and the request never left the gateway, so
+            # close() gives it back instead of a lease charging it later.
+            self.reserved = buckets
+            self.refuse()
+            raise
 
         self.reserved = buckets
         for bucket, level in zip(buckets, self.levels):

@@ -7,11 +7,13 @@ fixtures in ``../shared/fixtures/providers`` chunk by chunk.
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import http.client
 import json
 import secrets
 import socket
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -250,3 +252,61 @@ class Ledger:
     def level(self, scope: str) -> int | None:
         value = self.client.hget(self.prefix + f"bucket:{scope}", "level")
         return None if value is None else int(value)
+
+
+class SlowReplies:
+    """A TCP relay in front of Redis whose replies arrive ``delay_s`` late.
+
+    Commands reach the real Redis at once and run there; only their replies
+    wait, the way a congested network delays them. ``delay_s`` may change
+    while connections are open. Use as a context manager.
+    """
+
+    def __init__(self, redis_port: int) -> None:
+        self.delay_s = 0.0
+        self._target = ("127.0.0.1", redis_port)
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self._open: list[socket.socket] = []
+        self._stopped = threading.Event()
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self._listener.getsockname()[1]}/0"
+
+    def __enter__(self) -> SlowReplies:
+        threading.Thread(target=self._accept, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stopped.set()
+        for sock in [self._listener, *self._open]:
+            with contextlib.suppress(OSError):
+                sock.close()
+
+    def _accept(self) -> None:
+        while not self._stopped.is_set():
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            server = socket.create_connection(self._target)
+            self._open += [client, server]
+            threading.Thread(
+                target=self._pump, args=(client, server, False), daemon=True
+            ).start()
+            threading.Thread(
+                target=self._pump, args=(server, client, True), daemon=True
+            ).start()
+
+    def _pump(self, source: socket.socket, sink: socket.socket, late: bool) -> None:
+        try:
+            while data := source.recv(65536):
+                if late and self.delay_s:
+                    time.sleep(self.delay_s)
+                sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for sock in (source, sink):
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
