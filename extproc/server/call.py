@@ -543,6 +543,10 @@ class Call:
             extra={"request_id": self.request_id, "reason": str(exc)},
         )
         if not admit:
+            if exc.maybe_applied:
+                # Only the answer was lost: a hold Redis made is given back on
+                # close, or its lease would charge the estimate for a 503.
+                self.reserved = self._buckets
             raise ServiceUnavailable(
                 "the gateway cannot check budgets right now; try again shortly",
                 headers={"retry-after": "1"},

@@ -172,3 +172,27 @@ def test_client_gone_while_its_reservation_is_in_flight_is_charged_nothing(
         _held(gateway),
         len(gateway.standin.requests) - reached_before,
     )
+
+
+def test_refusal_after_a_late_reservation_reply_is_charged_nothing(
+    slow_redis_gateway,
+) -> None:
+    gateway, relay = slow_redis_gateway
+    _stream_in_background(gateway, "warm", delay_ms=0).join(30)  # scripts loaded
+    _wait_for(lambda: _entries(gateway), 10)
+    relay.delay_s = 0.4  # past the store timeout: the hold is made, its reply late
+
+    response = gateway.client.post(
+        "/anthropic/v1/messages",
+        {**BODY, "stream": False},
+        {"x-tollgate-identity": "unlucky"},
+    )
+    relay.delay_s = 0.0
+    time.sleep(4.0)  # past the lease and its sweep: a hold left behind is charged
+
+    charged = sum(
+        int(e["cost_micro_usd"])
+        for e in _entries(gateway)
+        if json.loads(e["detail"])["identity"] == "unlucky"
+    )
+    assert (503, 0, []) == (response.status, charged, _held(gateway))
