@@ -196,3 +196,38 @@ def test_refusal_after_a_late_reservation_reply_is_charged_nothing(
         if json.loads(e["detail"])["identity"] == "unlucky"
     )
     assert (503, 0, []) == (response.status, charged, _held(gateway))
+
+
+def test_admitted_call_after_a_late_reservation_reply_is_held_only_once(
+    redis_server, tmp_path
+) -> None:
+    tenant = "admit-" + secrets.token_hex(4)
+    with SlowReplies(redis_server.port) as relay, running_gateway(
+        tmp_path,
+        redis_server,
+        tenant=tenant,
+        settings={**FAST_LEASES, "redis_url": relay.url},
+        policy_extra="store_failure: admit\n",
+    ) as gateway:
+        _stream_in_background(gateway, "warm", delay_ms=0).join(30)  # scripts
+        _wait_for(lambda: _entries(gateway), 10)
+        relay.delay_s = 0.4  # past the store timeout: admitted, yet held
+
+        response = gateway.client.post(
+            "/anthropic/v1/messages",
+            {**BODY, "stream": False},
+            {
+                "x-tollgate-identity": "lucky",
+                REPLAY_HEADER: "anthropic_messages_nonstream_cache",
+            },
+        )
+        relay.delay_s = 0.0
+        request_id = response.headers["x-tollgate-request-id"]
+        cost = gateway.ledger.settlement(request_id)["cost_micro_usd"]
+        time.sleep(2.0)  # past the lease: a hold left standing would show
+
+        capacity = 1000 * 1_000_000
+        assert (200, capacity - cost) == (
+            response.status,
+            gateway.ledger.level("user:lucky"),
+        )
