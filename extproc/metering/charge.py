@@ -2,8 +2,9 @@
 
 A body counts as complete when it ended, or when it sent the event its
 format ends with (a client may hang up right after ``[DONE]``, before the
-end of the body arrives: that cut lost nothing). A usage the response did
-not report is unknown, never zero: a successful
+end of the body arrives: that cut lost nothing).
+
+A usage the response did not report is unknown, never zero: a successful
 call without usage is charged a length-based estimate and marked so. So is a
 reported usage that cannot be true of a billed call: no input at all, or no
 output beside generated text (servers that fill the usage object with zeros
