@@ -57,7 +57,15 @@ class CredentialError(TollgateError):
 
 
 class StoreUnavailable(TollgateError):
-    """The budget store (Redis) could not be reached or answered an error."""
+    """The budget store (Redis) could not be reached or answered an error.
+
+    ``maybe_applied`` is True when the command was sent and only its reply
+    timed out: Redis may have run it all the same (a hold may stand).
+    """
+
+    def __init__(self, message: str, *, maybe_applied: bool = False) -> None:
+        super().__init__(message)
+        self.maybe_applied = maybe_applied
 
 
 class MeteringError(TollgateError):

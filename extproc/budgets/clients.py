@@ -25,6 +25,7 @@ import redis
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
 from redis.exceptions import RedisClusterException, RedisError, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from extproc.errors import StoreUnavailable
 
@@ -104,5 +105,6 @@ def store_errors(doing: str) -> Iterator[None]:
         yield
     except STORE_ERRORS as exc:
         raise StoreUnavailable(
-            f"redis did not answer while {doing}: {type(exc).__name__}"
+            f"redis did not answer while {doing}: {type(exc).__name__}",
+            maybe_applied=isinstance(exc, RedisTimeoutError),
         ) from exc

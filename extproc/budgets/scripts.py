@@ -136,7 +136,9 @@ return reply
 # ARGV[11]  outcome word for the ledger (metered, estimated_cut, ...)
 # ARGV[12]  now, ms since the epoch
 # ARGV[13]  'held' to replace a reservation; 'direct' to charge a call that
-#           was admitted without one (the store was unreachable then);
+#           was admitted without one (the store was unreachable then; if a
+#           reservation stands all the same, made by a command whose reply
+#           timed out, it is replaced like a held one, its hold given back);
 #           'release' to give a reservation back whole and book nothing (the
 #           gateway refused the call after reserving, so it never ran)
 # ARGV[14..] two per bucket, in KEYS order: the amount actually used
@@ -152,7 +154,7 @@ if redis.call('EXISTS', KEYS[3]) == 1 then
 end
 local held = redis.call('HMGET', KEYS[1], 'estimate', 'periods', 'holds')
 local estimate = tonumber(held[1])
-if ARGV[13] == 'direct' then
+if ARGV[13] == 'direct' and estimate == nil then
   estimate, held = tonumber(ARGV[2]), {ARGV[2], nil, nil}
 elseif estimate == nil then
   return {0, 'unknown'}

@@ -48,14 +48,17 @@ class Reply:
     most one chunk (the value is sent as given: declaring more than the body
     makes a truncated reply, the connection closing after the body);
     otherwise chunked, each chunk written and flushed on its own with
-    ``chunk_delay_s`` between chunks. ``reset`` drops the connection after
-    the chunks instead of ending the body: an upstream failing mid-stream.
+    ``chunk_delay_s`` between chunks. ``end_delay_s`` pauses after the last
+    chunk before the body ends: a server that flushes its last event and
+    closes the body later. ``reset`` drops the connection after the chunks
+    instead of ending the body: an upstream failing mid-stream.
     """
 
     status: int
     headers: dict[str, str] = field(default_factory=dict)
     chunks: list[bytes] = field(default_factory=list)
     chunk_delay_s: float = 0.0
+    end_delay_s: float = 0.0
     reset: bool = False
 
     @property
@@ -267,6 +270,8 @@ class _Handler(BaseHTTPRequestHandler):
                 continue
             self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
             self.wfile.flush()
+        if reply.end_delay_s:
+            time.sleep(reply.end_delay_s)
         if reply.reset:
             self.close_connection = True
             self.connection.shutdown(socket.SHUT_RDWR)

@@ -1,5 +1,9 @@
 """Deciding what one call is charged: metered usage, an estimate, or nothing.
 
+A body counts as complete when it ended, or when it sent the event its
+format ends with (a client may hang up right after ``[DONE]``, before the
+end of the body arrives: that cut lost nothing).
+
 A usage the response did not report is unknown, never zero: a successful
 call without usage is charged a length-based estimate and marked so. So is a
 reported usage that cannot be true of a billed call: no input at all, or no
@@ -64,7 +68,7 @@ def decide_charge(facts: CallFacts) -> Charge:
     reading = facts.reading or Reading(usage=None, problem="no reader", complete=False)
     if reading.usage is not None:
         reading = replace(reading, usage=reading.usage.consistent())
-    complete = facts.response_complete and reading.complete
+    complete = (facts.response_complete or reading.ended) and reading.complete
     if reading.usage is not None and complete:
         if _plausible(reading.usage, reading):
             return Charge(reading.usage, False, METERED)

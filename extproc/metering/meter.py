@@ -99,13 +99,22 @@ class ResponseMeter:
         except Exception as exc:  # metering never fails a call policy allowed
             self._fail(exc)
 
+    @property
+    def ended(self) -> bool:
+        """True once the body's last event has been read (``Reading.ended``):
+        its reading will not change, whatever else arrives."""
+        return self._reader is not None and self._reader.ended
+
     def finish(self) -> Reading:
         """What the body said; call once, at the end of the body or when cut."""
         try:
             if self._decoder is not None:
                 self._take(self._decoder.flush(), final=True)
         except Exception as exc:  # a truncated compressed body still has a reading
-            self._problem = f"metering failed: {type(exc).__name__}: {exc}"
+            # After the last event only the coding's end mark was missing
+            # (a client that hung up at [DONE]); nothing of the reading was.
+            if not self.ended:
+                self._problem = f"metering failed: {type(exc).__name__}: {exc}"
         self._decoder = None
         reader, self._reader = self._reader, None
         if reader is None:

@@ -101,7 +101,7 @@ class Tally:
     problems are kept without repeats, at most six, provider errors first;
     ``text_chars`` counts generated text for a length estimate; ``complete``
     turns False when the body ended before its last event or an event was
-    dropped unread.
+    dropped unread; ``ended`` turns True when that last event was seen.
     """
 
     def __init__(self) -> None:
@@ -111,6 +111,7 @@ class Tally:
         self.problems: list[str] = []
         self.text_chars = 0
         self.complete = True
+        self.ended = False
         self.service_tier: str | None = None
 
     def see_model(self, model: Any) -> None:
@@ -144,6 +145,10 @@ class Tally:
         self.complete = False
         self.note(f"{events} oversized events dropped")
 
+    def see_end(self) -> None:
+        """The body sent the event its format ends with."""
+        self.ended = True
+
     def note_cut(self, missing: str) -> None:
         """The body ended before ``missing``, its expected last event."""
         self.complete = False
@@ -162,6 +167,7 @@ class Tally:
             complete=self.complete,
             text_chars=self.text_chars,
             service_tier=self.service_tier,
+            ended=self.ended,
         )
 
 
@@ -300,6 +306,10 @@ class EventReader(UsageReader):
             self._guard(self.on_end)
 
         return self.tally.reading()
+
+    @property
+    def ended(self) -> bool:
+        return self.tally.ended
 
     @abc.abstractmethod
     def _split(self, data: bytes) -> None: ...

@@ -165,6 +165,7 @@ class AnthropicStream:
             self.tally.see_text(obj.get("delta"))
         elif kind == "message_stop":
             self.stopped = True
+            self.tally.see_end()
         elif kind == "error":
             error = mapping(obj, "error")
             self.tally.note_error(error.get("type"), error.get("message"))

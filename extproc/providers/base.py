@@ -70,6 +70,9 @@ class Reading:
     complete: bool = True  # False when the body ended before its last event
     text_chars: int = 0  # generated text seen, for a length estimate
     service_tier: str | None = None  # the tier the provider says it served
+    # True once the body sent the event its format ends with ([DONE],
+    # message_stop...): a connection closed after it lost nothing.
+    ended: bool = False
 
 
 class UsageReader(abc.ABC):
@@ -85,6 +88,12 @@ class UsageReader(abc.ABC):
 
     @abc.abstractmethod
     def finish(self) -> Reading: ...
+
+    @property
+    def ended(self) -> bool:
+        """True once the body's last event has been fed (``Reading.ended``);
+        a format without such an event never says so."""
+        return False
 
 
 class ProviderFamily(abc.ABC):

@@ -228,6 +228,7 @@ class OpenAIStreamReader(SseReader):
     def on_event(self, event: SseEvent) -> None:
         if event.data.strip() == "[DONE]":
             self._done = True
+            self.tally.see_end()
             return
         obj = self.load(event)
         if obj is None:
@@ -252,6 +253,7 @@ class OpenAIStreamReader(SseReader):
         if kind in _RESPONSE_ENDS:
             self._done = True
             take_response(response, self.tally)
+            self.tally.see_end()
         elif kind.endswith(".delta"):
             self.tally.see_text(obj.get("delta"))
         else:

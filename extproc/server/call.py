@@ -9,6 +9,7 @@ exactly once, whatever happened before.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 import uuid
@@ -188,14 +189,19 @@ class Call:
         )
 
     def on_response_body(self, message: pb.HttpBody) -> pb.ProcessingResponse:
-        """Meter one chunk, passing it on unchanged; price at end of body."""
+        """Meter one chunk, passing it on unchanged; price at end of body,
+        or at the chunk with the body's last event (``[DONE]``)."""
         if self._meter is not None:
             self._meter.feed(bytes(message.body))
-        if not message.end_of_stream:
-            return messages.response_body_reply()
-
-        self._finish_body()
-        return messages.response_body_reply(self.access_log_fields())
+        if message.end_of_stream:
+            self._finish_body()
+            return messages.response_body_reply(self.access_log_fields())
+        if self.charge is None and self._meter is not None and self._meter.ended:
+            # SDKs hang up once they have read the last event, often before
+            # the end of the body arrives: the access log gets the cost now.
+            self._price()
+            return messages.response_body_reply(self.access_log_fields())
+        return messages.response_body_reply()
 
     # Settlement.
 
@@ -511,6 +517,13 @@ class Call:
         except StoreUnavailable as exc:
             self._telemetry.record_redis_error("reserve")
             self._admit_unreserved(exc)
+        except asyncio.CancelledError:
+            # Envoy ended the stream (its client left) while Redis answered:
+            # the hold may stand, and the request never left the gateway, so
+            # close() gives it back instead of a lease charging it later.
+            self.reserved = buckets
+            self.refuse()
+            raise
 
         self.reserved = buckets
         for bucket, level in zip(buckets, self.levels):
@@ -530,6 +543,10 @@ class Call:
             extra={"request_id": self.request_id, "reason": str(exc)},
         )
         if not admit:
+            if exc.maybe_applied:
+                # Only the answer was lost: a hold Redis made is given back on
+                # close, or its lease would charge the estimate for a 503.
+                self.reserved = self._buckets
             raise ServiceUnavailable(
                 "the gateway cannot check budgets right now; try again shortly",
                 headers={"retry-after": "1"},
@@ -549,7 +566,8 @@ class Call:
     def _finish_body(self) -> None:
         self.response_complete = True
         self.finished = True
-        self._price()
+        if self.charge is None:  # not priced at the body's last event
+            self._price()
 
     def _price(self) -> None:
         """Decide the charge and its cost. Never raises: a fault here charges

@@ -7,11 +7,13 @@ fixtures in ``../shared/fixtures/providers`` chunk by chunk.
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import http.client
 import json
 import secrets
 import socket
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -25,6 +27,7 @@ REPLAY_HEADER = "x-replay-fixture"
 DELAY_HEADER = "x-replay-delay-ms"
 GZIP_HEADER = "x-replay-gzip"
 CUT_HEADER = "x-replay-cut-after"  # bytes streamed before the stand-in resets
+LINGER_HEADER = "x-replay-linger-ms"  # pause after the last event, before the end
 
 
 def meta(name: str) -> dict[str, Any]:
@@ -77,8 +80,13 @@ def replay_responder(request: RecordedRequest) -> Reply:
         body = gzip.compress(body)
         return Reply(info["http_status"], headers, [body[:40], body[40:]])
     if info["streaming"] and info["file"].endswith(".sse"):
+        linger_s = int(request.headers.get(LINGER_HEADER, "0")) / 1000
         return Reply(
-            info["http_status"], headers, sse_chunks(body), chunk_delay_s=delay_s
+            info["http_status"],
+            headers,
+            sse_chunks(body),
+            chunk_delay_s=delay_s,
+            end_delay_s=linger_s,
         )
     if info["streaming"]:
         step = 64
@@ -178,6 +186,31 @@ class Client:
         return head, data
 
 
+def read_until_and_hang_up(
+    port: int, path: str, body: dict[str, Any], headers: dict[str, str], marker: bytes
+) -> tuple[dict[str, str], bytes]:
+    """Send a request, read the body until ``marker`` has arrived, then drop
+    the socket at once, as an SDK does once it has read a stream's last event."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    connection.request(
+        "POST",
+        path,
+        body=json.dumps(body).encode(),
+        headers={"content-type": "application/json", **headers},
+    )
+    reply = connection.getresponse()
+    head = {k.lower(): v for k, v in reply.getheaders()}
+    data = b""
+    while marker not in data:
+        part = reply.read1(65536)  # the socket timeout bounds each read
+        if not part:
+            break
+        data += part
+    connection.sock.shutdown(socket.SHUT_RDWR)
+    connection.close()
+    return head, data
+
+
 def _read_all(reply: http.client.HTTPResponse) -> tuple[bytes, int]:
     parts = []
     while True:
@@ -219,3 +252,61 @@ class Ledger:
     def level(self, scope: str) -> int | None:
         value = self.client.hget(self.prefix + f"bucket:{scope}", "level")
         return None if value is None else int(value)
+
+
+class SlowReplies:
+    """A TCP relay in front of Redis whose replies arrive ``delay_s`` late.
+
+    Commands reach the real Redis at once and run there; only their replies
+    wait, the way a congested network delays them. ``delay_s`` may change
+    while connections are open. Use as a context manager.
+    """
+
+    def __init__(self, redis_port: int) -> None:
+        self.delay_s = 0.0
+        self._target = ("127.0.0.1", redis_port)
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self._open: list[socket.socket] = []
+        self._stopped = threading.Event()
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self._listener.getsockname()[1]}/0"
+
+    def __enter__(self) -> SlowReplies:
+        threading.Thread(target=self._accept, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stopped.set()
+        for sock in [self._listener, *self._open]:
+            with contextlib.suppress(OSError):
+                sock.close()
+
+    def _accept(self) -> None:
+        while not self._stopped.is_set():
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            server = socket.create_connection(self._target)
+            self._open += [client, server]
+            threading.Thread(
+                target=self._pump, args=(client, server, False), daemon=True
+            ).start()
+            threading.Thread(
+                target=self._pump, args=(server, client, True), daemon=True
+            ).start()
+
+    def _pump(self, source: socket.socket, sink: socket.socket, late: bool) -> None:
+        try:
+            while data := source.recv(65536):
+                if late and self.delay_s:
+                    time.sleep(self.delay_s)
+                sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for sock in (source, sink):
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)

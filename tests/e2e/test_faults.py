@@ -1,16 +1,19 @@
-"""Faults with real processes: the ext_proc server killed or restarted mid-stream."""
+"""Faults with real processes: the ext_proc server killed or restarted
+mid-stream, a client gone while Redis is slow to answer."""
 
 from __future__ import annotations
 
 import http.client
+import json
 import secrets
+import socket
 import threading
 import time
 
 import pytest
 
 from tests.e2e.conftest import running_gateway
-from tests.e2e.harness import DELAY_HEADER, REPLAY_HEADER
+from tests.e2e.harness import DELAY_HEADER, REPLAY_HEADER, SlowReplies
 
 pytestmark = pytest.mark.e2e
 
@@ -64,19 +67,49 @@ def _held(gateway) -> list[str]:
     return [m.decode() for m in members]
 
 
+FAST_LEASES = {
+    "lease_ms": "1500",
+    "lease_sweep_ms": "200",
+    "lease_sweep_grace_ms": "300",
+    "grace_period_s": "20",
+}
+
+
 @pytest.fixture
 def fault_gateway(redis_server, tmp_path):
     tenant = "faults-" + secrets.token_hex(4)
-    settings = {
-        "lease_ms": "1500",
-        "lease_sweep_ms": "200",
-        "lease_sweep_grace_ms": "300",
-        "grace_period_s": "20",
-    }
     with running_gateway(
-        tmp_path, redis_server, tenant=tenant, settings=settings
+        tmp_path, redis_server, tenant=tenant, settings=FAST_LEASES
     ) as gw:
         yield gw
+
+
+@pytest.fixture
+def slow_redis_gateway(redis_server, tmp_path):
+    """A gateway whose ext_proc server reaches Redis through ``SlowReplies``."""
+    tenant = "slow-" + secrets.token_hex(4)
+    with SlowReplies(redis_server.port) as relay:
+        settings = {**FAST_LEASES, "redis_url": relay.url}
+        with running_gateway(
+            tmp_path, redis_server, tenant=tenant, settings=settings
+        ) as gw:
+            yield gw, relay
+
+
+def _send_and_hang_up(port: int, identity: str, after_s: float) -> None:
+    """Send a whole request, then drop the socket ``after_s`` later, before
+    any answer."""
+    body = json.dumps({**BODY, "stream": False}).encode()
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(
+            b"POST /anthropic/v1/messages HTTP/1.1\r\nhost: gateway\r\n"
+            b"content-type: application/json\r\n"
+            + f"x-tollgate-identity: {identity}\r\n".encode()
+            + f"content-length: {len(body)}\r\n\r\n".encode()
+            + body
+        )
+        time.sleep(after_s)
+        sock.shutdown(socket.SHUT_RDWR)
 
 
 def test_killed_server_leaves_one_charge_at_the_estimate(fault_gateway) -> None:
@@ -118,3 +151,83 @@ def test_graceful_restart_mid_stream_settles_once_with_the_usage_seen(
     entries = _entries(gateway)
     assert 1 == len(entries)
     assert entries[0]["outcome"] == "metered"
+
+
+def test_client_gone_while_its_reservation_is_in_flight_is_charged_nothing(
+    slow_redis_gateway,
+) -> None:
+    gateway, relay = slow_redis_gateway
+    _stream_in_background(gateway, "warm", delay_ms=0).join(30)  # scripts loaded
+    _wait_for(lambda: _entries(gateway), 10)
+    reached_before = len(gateway.standin.requests)
+    relay.delay_s = 0.15  # Redis holds the estimate at once; the reply waits
+
+    _send_and_hang_up(gateway.client.port, "impatient", after_s=0.06)
+    time.sleep(4.0)  # past the lease and its sweep: a hold left behind is charged
+    relay.delay_s = 0.0
+
+    charged = [json.loads(e["detail"])["identity"] for e in _entries(gateway)]
+    assert (["warm"], [], 0) == (
+        charged,
+        _held(gateway),
+        len(gateway.standin.requests) - reached_before,
+    )
+
+
+def test_refusal_after_a_late_reservation_reply_is_charged_nothing(
+    slow_redis_gateway,
+) -> None:
+    gateway, relay = slow_redis_gateway
+    _stream_in_background(gateway, "warm", delay_ms=0).join(30)  # scripts loaded
+    _wait_for(lambda: _entries(gateway), 10)
+    relay.delay_s = 0.4  # past the store timeout: the hold is made, its reply late
+
+    response = gateway.client.post(
+        "/anthropic/v1/messages",
+        {**BODY, "stream": False},
+        {"x-tollgate-identity": "unlucky"},
+    )
+    relay.delay_s = 0.0
+    time.sleep(4.0)  # past the lease and its sweep: a hold left behind is charged
+
+    charged = sum(
+        int(e["cost_micro_usd"])
+        for e in _entries(gateway)
+        if json.loads(e["detail"])["identity"] == "unlucky"
+    )
+    assert (503, 0, []) == (response.status, charged, _held(gateway))
+
+
+def test_admitted_call_after_a_late_reservation_reply_is_held_only_once(
+    redis_server, tmp_path
+) -> None:
+    tenant = "admit-" + secrets.token_hex(4)
+    with SlowReplies(redis_server.port) as relay, running_gateway(
+        tmp_path,
+        redis_server,
+        tenant=tenant,
+        settings={**FAST_LEASES, "redis_url": relay.url},
+        policy_extra="store_failure: admit\n",
+    ) as gateway:
+        _stream_in_background(gateway, "warm", delay_ms=0).join(30)  # scripts
+        _wait_for(lambda: _entries(gateway), 10)
+        relay.delay_s = 0.4  # past the store timeout: admitted, yet held
+
+        response = gateway.client.post(
+            "/anthropic/v1/messages",
+            {**BODY, "stream": False},
+            {
+                "x-tollgate-identity": "lucky",
+                REPLAY_HEADER: "anthropic_messages_nonstream_cache",
+            },
+        )
+        relay.delay_s = 0.0
+        request_id = response.headers["x-tollgate-request-id"]
+        cost = gateway.ledger.settlement(request_id)["cost_micro_usd"]
+        time.sleep(2.0)  # past the lease: a hold left standing would show
+
+        capacity = 1000 * 1_000_000
+        assert (200, capacity - cost) == (
+            response.status,
+            gateway.ledger.level("user:lucky"),
+        )

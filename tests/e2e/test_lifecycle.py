@@ -8,7 +8,13 @@ import time
 
 import pytest
 
-from tests.e2e.harness import CUT_HEADER, DELAY_HEADER, REPLAY_HEADER
+from tests.e2e.harness import (
+    CUT_HEADER,
+    DELAY_HEADER,
+    LINGER_HEADER,
+    REPLAY_HEADER,
+    read_until_and_hang_up,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -19,6 +25,7 @@ BODY = {
     "messages": [{"role": "user", "content": "hi"}],
 }
 FIXTURE = "openai_chat_nonstream_docs_default"
+STREAM_BODY = {**BODY, "stream": True}
 
 
 def _eventually(check, timeout_s: float = 10.0):
@@ -192,3 +199,50 @@ def test_upstream_reset_mid_body_is_settled_once_with_an_estimate(
     assert 377 == settlement["detail"]["usage"]["input_tokens"]  # from message_start
     time.sleep(0.5)
     assert 1 == len(gateway.ledger.entries(request_id))
+
+
+def _access_log_line(gateway, request_id: str) -> dict:
+    def logged() -> list[dict]:
+        lines = gateway.envoy.access_log_path.read_text().splitlines()
+        return [json.loads(line) for line in lines if request_id in line]
+
+    entries = _eventually(logged)
+    assert entries, "no access log line for the request"
+    return entries[0]
+
+
+def _hang_up_after_done(gateway, identity: str) -> tuple[dict[str, str], bytes]:
+    """An OpenAI stream whose server ends the body a second after ``[DONE]``;
+    the client hangs up as soon as ``[DONE]`` has arrived, as the SDKs do."""
+    body = {**STREAM_BODY, "stream_options": {"include_usage": True}}
+    headers = {
+        "x-tollgate-identity": identity,
+        REPLAY_HEADER: "openai_chat_stream_include_usage",
+        LINGER_HEADER: "1000",
+    }
+    return read_until_and_hang_up(
+        gateway.client.port, CHAT, body, headers, b"data: [DONE]"
+    )
+
+
+def test_client_gone_right_after_done_is_metered(gateway, identity) -> None:
+    head, data = _hang_up_after_done(gateway, identity)
+
+    settlement = gateway.ledger.settlement(head["x-tollgate-request-id"], timeout_s=20)
+    assert b"data: [DONE]" in data
+    assert ("metered", 78, 9) == (
+        settlement["outcome"],
+        settlement["detail"]["usage"]["input_tokens"],
+        settlement["detail"]["usage"]["output_tokens"],
+    )
+
+
+def test_access_log_of_a_client_gone_after_done_carries_the_cost(
+    gateway, identity
+) -> None:
+    head, _ = _hang_up_after_done(gateway, identity)
+    request_id = head["x-tollgate-request-id"]
+
+    cost = gateway.ledger.settlement(request_id, timeout_s=20)["cost_micro_usd"]
+    line = _access_log_line(gateway, request_id)
+    assert (str(cost), "metered") == (line["cost_micro_usd"], line["outcome"])

@@ -472,3 +472,17 @@ async def test_leases_whose_reservation_is_gone_do_not_block_the_sweep(store) ->
 
     assert 1 == first + second
     assert 0 == await store._redis.zcard(store.keys.leases)
+
+
+async def test_direct_charge_of_a_call_whose_hold_was_made_gives_the_hold_back(
+    store,
+) -> None:
+    # The reservation ran, but its reply timed out and the call was admitted
+    # unreserved: the settlement comes without a hold, yet one stands.
+    bucket = _bucket(1000)
+    await _reserve(store, "r1", 400, [bucket], now_ms=NOW_MS)
+
+    await store.settle(_settlement("r1", 120), [bucket], ALICE, reserved=False)
+
+    inflight = await store._redis.hget(store.keys.bucket("user:alice"), "inflight")
+    assert (880, 0) == (await _level(store), int(inflight))

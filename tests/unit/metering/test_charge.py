@@ -136,3 +136,11 @@ def test_zero_output_without_text_is_metered() -> None:
     reading = Reading(usage=Usage(100, 0), text_chars=0)
 
     assert "metered" == decide_charge(_facts(reading=reading)).outcome
+
+
+def test_stream_that_sent_its_last_event_is_metered_though_its_body_was_cut() -> None:
+    ended = Reading(usage=USAGE, ended=True)
+
+    charge = decide_charge(_facts(reading=ended, response_complete=False))
+
+    assert (USAGE, False, "metered") == (charge.usage, charge.estimated, charge.outcome)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import zlib
 
 import pytest
 
@@ -125,3 +126,35 @@ def test_usage_in_the_headers_stands_in_for_a_body_without_it() -> None:
     )
 
     assert (Usage(20, 7), None) == (reading.usage, reading.problem)
+
+
+def _fed(body: bytes, content_type: str, **kwargs) -> ResponseMeter:
+    provider = family("openai")
+    endpoint = provider.endpoint_for("POST", "/v1/chat/completions")
+    response = ResponseMeter(provider, endpoint, content_type=content_type, **kwargs)
+    response.feed(body)
+    return response
+
+
+def test_meter_says_the_body_ended_once_its_last_event_is_read() -> None:
+    assert True is _fed(OPENAI_STREAM, "text/event-stream").ended
+
+
+def test_meter_has_not_ended_before_the_last_event() -> None:
+    body = OPENAI_STREAM.removesuffix(b"data: [DONE]\n\n")
+
+    assert False is _fed(body, "text/event-stream").ended
+
+
+def test_gzip_stream_cut_after_its_last_event_reads_whole() -> None:
+    compressor = zlib.compressobj(wbits=31)
+    flushed = compressor.compress(OPENAI_STREAM) + compressor.flush(zlib.Z_SYNC_FLUSH)
+
+    response = _fed(flushed, "text/event-stream", content_encoding="gzip")
+    reading = response.finish()
+
+    assert (Usage(10, 2), None, True) == (
+        reading.usage,
+        reading.problem,
+        reading.complete,
+    )

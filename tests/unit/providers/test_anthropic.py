@@ -279,3 +279,11 @@ def test_the_service_tier_of_the_answer_is_read() -> None:
     )
 
     assert "priority" == reader.finish().service_tier
+
+
+def test_message_stop_marks_the_stream_ended() -> None:
+    assert True is meter(start(input_tokens=1, output_tokens=1), STOP).ended
+
+
+def test_stream_without_message_stop_has_not_ended() -> None:
+    assert False is meter(start(input_tokens=1, output_tokens=1)).ended

@@ -408,3 +408,18 @@ def test_usage_beside_choices_does_not_end_the_stream() -> None:
     )
 
     assert False is meter(f"data: {chunk}\n\n").complete
+
+
+def test_done_marks_the_stream_ended() -> None:
+    assert True is meter(usage_chunk(9), "data: [DONE]\n\n").ended
+
+
+def test_usage_chunk_without_done_does_not_end_the_stream() -> None:
+    assert False is meter(usage_chunk(9)).ended
+
+
+def test_responses_completed_event_marks_the_stream_ended() -> None:
+    response = {"status": "completed", "usage": {"input_tokens": 3, "output_tokens": 2}}
+    event = json.dumps({"type": "response.completed", "response": response})
+
+    assert True is meter(f"data: {event}\n\n").ended
