@@ -169,20 +169,10 @@ class Client:
         after_bytes: int,
     ) -> tuple[dict[str, str], bytes]:
         """Send a request, read ``after_bytes`` of the body, then drop the socket."""
-        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
-        connection.request(
-            "POST",
-            path,
-            body=json.dumps(body).encode(),
-            headers={"content-type": "application/json", **headers},
-        )
-        reply = connection.getresponse()
+        connection, reply = _post_json(self.port, path, body, headers)
         head = {k.lower(): v for k, v in reply.getheaders()}
         data = reply.read1(after_bytes)
-        # The response keeps a file on the socket, so close() alone would not
-        # end the TCP connection; shutdown does.
-        connection.sock.shutdown(socket.SHUT_RDWR)
-        connection.close()
+        _hang_up(connection)
         return head, data
 
 
@@ -191,14 +181,7 @@ def read_until_and_hang_up(
 ) -> tuple[dict[str, str], bytes]:
     """Send a request, read the body until ``marker`` has arrived, then drop
     the socket at once, as an SDK does once it has read a stream's last event."""
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-    connection.request(
-        "POST",
-        path,
-        body=json.dumps(body).encode(),
-        headers={"content-type": "application/json", **headers},
-    )
-    reply = connection.getresponse()
+    connection, reply = _post_json(port, path, body, headers)
     head = {k.lower(): v for k, v in reply.getheaders()}
     data = b""
     while marker not in data:
@@ -206,9 +189,28 @@ def read_until_and_hang_up(
         if not part:
             break
         data += part
+    _hang_up(connection)
+    return head, data
+
+
+def _post_json(
+    port: int, path: str, body: dict[str, Any], headers: dict[str, str]
+) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse]:
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    connection.request(
+        "POST",
+        path,
+        body=json.dumps(body).encode(),
+        headers={"content-type": "application/json", **headers},
+    )
+    return connection, connection.getresponse()
+
+
+def _hang_up(connection: http.client.HTTPConnection) -> None:
+    # The response keeps a file on the socket, so close() alone would not
+    # end the TCP connection; shutdown does.
     connection.sock.shutdown(socket.SHUT_RDWR)
     connection.close()
-    return head, data
 
 
 def _read_all(reply: http.client.HTTPResponse) -> tuple[bytes, int]:
