@@ -147,6 +147,22 @@ def test_prometheus_in_metrics_exporter_takes_the_standard_port() -> None:
     assert (9464, ()) == (config.prometheus_port, config.metrics_exporters)
 
 
+def test_spans_are_exported_in_small_batches_unless_told_otherwise() -> None:
+    default = ExportConfig.from_environ({})
+    told = ExportConfig.from_environ({"OTEL_BSP_MAX_EXPORT_BATCH_SIZE": "512"})
+
+    assert (128, 512) == (default.span_batch_size, told.span_batch_size)
+
+
+def test_the_span_processor_uses_the_configured_batch_size() -> None:
+    config = ExportConfig(traces_exporters=("console",), span_batch_size=64)
+
+    [processor] = span_processors(config)
+
+    assert 64 == processor._batch_processor._max_export_batch_size
+    processor.shutdown()
+
+
 def test_bad_values_fall_back_to_defaults() -> None:
     config = ExportConfig.from_environ(
         {
