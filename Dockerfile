@@ -35,7 +35,7 @@ RUN pip install . \
       'import importlib.metadata as m; print(m.version("opentelemetry-proto"))')" \
  && python -c "from opentelemetry.proto.common.v1.common_pb2 import InstrumentationScope" \
  && pip uninstall -y pip setuptools \
- && python -c "import extproc.cli, extproc.probe, extproc.server.app"
+ && python -c "import extproc.cli, extproc.drain, extproc.probe, extproc.server.app"
 
 
 FROM gcr.io/distroless/python3-debian12:nonroot

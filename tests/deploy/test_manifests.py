@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import copy
+from pathlib import PurePosixPath
 from typing import Any
 
 import pytest
@@ -202,6 +203,34 @@ def test_policy_config_map_is_a_valid_policy_whose_keys_are_mounted(rendered) ->
         assert provider.credential is not None and provider.credential.file, name
         assert provider.credential.file.startswith(keys_dir + "/"), name
     assert "tollgate-provider-keys" == secret["secretName"]
+
+
+def test_the_journal_is_on_a_writable_volume_of_its_own(rendered) -> None:
+    tollgate = _containers(_gateway(rendered["base"]))["tollgate"]
+    volumes = {
+        v["name"]: v
+        for v in _gateway(rendered["base"])["spec"]["template"]["spec"]["volumes"]
+    }
+
+    journal = PurePosixPath(_env(tollgate)["TOLLGATE_JOURNAL_PATH"])
+    [volume] = [
+        n for n, path in _mounts(tollgate).items() if path == str(journal.parent)
+    ]
+    assert "emptyDir" in volumes[volume]
+
+
+def test_the_pod_drains_its_envoy_and_under_istio_outlives_the_proxy(
+    rendered,
+) -> None:
+    base = _containers(_gateway(rendered["base"]))
+    istio = _containers(_gateway(rendered["istio"]))
+
+    drain = base["tollgate"]["lifecycle"]["preStop"]["exec"]["command"]
+    assert ("extproc.drain", {"seconds": 60}) == (
+        drain[2],
+        base["envoy"]["lifecycle"]["preStop"]["sleep"],
+    )
+    assert {"sleep": {"seconds": 20}} == istio["tollgate"]["lifecycle"]["preStop"]
 
 
 def test_redis_url_comes_from_a_secret(rendered) -> None:
