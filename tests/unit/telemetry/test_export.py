@@ -239,8 +239,10 @@ def test_shutdown_with_an_unreachable_collector_gives_up_after_its_timeout(
 ) -> None:
     dead = f"http://127.0.0.1:{_free_port()}"
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", dead)
-    # Retries end within seconds, so no exporter is still trying at exit.
-    monkeypatch.setenv("OTEL_EXPORTER_OTLP_TIMEOUT", "1")
+    # Long enough that the exporter is still backing off when shutdown gives
+    # up at 0.5 s (its first wait is about 1 s), short enough that it stops
+    # trying seconds later rather than at interpreter exit.
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_TIMEOUT", "3")
     telemetry = Telemetry.from_environment()
     telemetry.start_call(traceparent=None).finish(RECORD)
 
