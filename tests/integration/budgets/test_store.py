@@ -220,13 +220,17 @@ async def test_sweep_charges_nothing_until_redis_has_answered_for_the_grace(
     long_ago_ms = int(time.time() * 1000) - 3_600_000
     await _reserve(store, "r1", 300, [_bucket(1000)], now_ms=long_ago_ms)
 
-    sweep = asyncio.create_task(sweep_forever(lambda: store, 20, grace_ms=400))
-    await asyncio.sleep(0.2)
+    sweep = asyncio.create_task(sweep_forever(lambda: store, 20, grace_ms=1000))
+    await asyncio.sleep(0.3)
     during_grace = await store._redis.xlen(store.keys.ledger)
-    await asyncio.sleep(0.6)
+    after_grace = 0
+    for _ in range(100):  # up to 10 s on a slow machine
+        await asyncio.sleep(0.1)
+        after_grace = await store._redis.xlen(store.keys.ledger)
+        if after_grace:
+            break
     sweep.cancel()
 
-    after_grace = await store._redis.xlen(store.keys.ledger)
     assert (0, 1) == (during_grace, after_grace)
 
 
