@@ -12,7 +12,7 @@ import json
 import os
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -22,13 +22,15 @@ import google.auth.transport.urllib3  # noqa: F401  (registers the transport)
 import urllib3
 
 from extproc.errors import CredentialError
+from extproc.keys import holds_key
 from extproc.policy.model import CredentialSource
 
 # Headers that carry a credential in some provider's API, or that would let a
 # client choose what the gateway's credential is billed to (an OpenAI
 # organisation or project, a Google quota project). All are removed from
 # every request before it goes upstream, whatever the provider; so is every
-# ``x-amz-*`` header (SigV4 parts), see ``client_credential_headers``.
+# ``x-amz-*`` header (SigV4 parts) and every header holding a gateway key,
+# see ``client_credential_headers``.
 CLIENT_CREDENTIAL_HEADERS = (
     "authorization",
     "proxy-authorization",
@@ -55,10 +57,17 @@ CLIENT_CREDENTIAL_QUERY_PARAMETERS = frozenset(
 _CREDENTIAL_QUERY_PREFIX = "x-amz-"
 
 
-def client_credential_headers(sent: Iterable[str]) -> list[str]:
-    """The credential headers to remove from a request whose header names
-    (lower case) are ``sent``: the fixed list and every ``x-amz-*`` one."""
-    extra = [n for n in sent if n.startswith(_CREDENTIAL_HEADER_PREFIX)]
+def client_credential_headers(sent: Mapping[str, str]) -> list[str]:
+    """The credential headers to remove from a request whose headers (lower
+    case names to values) are ``sent``: the fixed list, every ``x-amz-*``
+    one, and any other that holds a gateway key, wherever the client put it
+    (a gateway key is this gateway's credential, never a provider's)."""
+    extra = [
+        name
+        for name, value in sent.items()
+        if name.startswith(_CREDENTIAL_HEADER_PREFIX)
+        or (not name.startswith(":") and holds_key(value))
+    ]
     return [*CLIENT_CREDENTIAL_HEADERS, *(n for n in extra if n not in _FIXED)]
 
 

@@ -109,15 +109,9 @@ def keys_hash(tenant: str) -> str:
     return f"{Keys(tenant).prefix}keys"
 
 
-def headers_carrying_keys(headers: Mapping[str, str]) -> list[str]:
-    """Names of the headers whose value holds anything shaped like a gateway
-    key, wherever a client put it: a gateway key is a credential of this
-    gateway and never goes to a provider."""
-    return [
-        name
-        for name, value in headers.items()
-        if not name.startswith(":") and _KEY_SHAPE.search(value)
-    ]
+def holds_key(value: str) -> bool:
+    """True for text with anything shaped like a gateway key in it."""
+    return bool(_KEY_SHAPE.search(value))
 
 
 def looks_like_key(value: str) -> bool:

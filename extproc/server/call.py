@@ -34,7 +34,7 @@ from extproc.errors import (
     StoreUnavailable,
 )
 from extproc.identity import identity_from, labels_from, tool_from
-from extproc.keys import headers_carrying_keys, presented_key
+from extproc.keys import presented_key
 from extproc.metering.charge import (
     ESTIMATED_FAULT,
     REFUSED,
@@ -422,11 +422,7 @@ class Call:
             policy.tools.header,
             policy.attribution.header,
         ]
-        remove = [
-            *client_credential_headers(self._request_headers),
-            *internal,
-            *headers_carrying_keys(self._request_headers),
-        ]
+        remove = [*client_credential_headers(self._request_headers), *internal]
         clean_path = without_query_credentials(path)
         try:
             secret = await self.runtime.secret(self.route)

@@ -78,7 +78,7 @@ def test_credential_query_parameters_are_removed_and_the_rest_kept(query) -> Non
 def test_every_x_amz_header_a_client_sent_is_removed() -> None:
     sent = ["content-type", "x-amz-credential", "x-amz-signature", "x-amzn-trace-id"]
 
-    removed = credentials.client_credential_headers(sent)
+    removed = credentials.client_credential_headers(dict.fromkeys(sent, "v"))
 
     assert {"x-amz-credential", "x-amz-signature", "authorization"} <= set(removed)
     assert not {"content-type", "x-amzn-trace-id"} & set(removed)
@@ -88,4 +88,18 @@ def test_every_x_amz_header_a_client_sent_is_removed() -> None:
     "header", ["openai-organization", "openai-project", "ocp-apim-subscription-key"]
 )
 def test_headers_that_steer_billing_are_removed(header) -> None:
-    assert header in credentials.client_credential_headers([])
+    assert header in credentials.client_credential_headers({})
+
+
+def test_a_gateway_key_in_any_header_is_removed() -> None:
+    key = "tgk_" + "A" * 40
+    sent = {
+        ":path": f"/v1/chat/completions?k={key}",
+        "x-my-auth": f"Token {key}",
+        "user-agent": "sdk/1.0",
+    }
+
+    removed = credentials.client_credential_headers(sent)
+
+    assert "x-my-auth" in removed
+    assert not {":path", "user-agent"} & set(removed)
