@@ -78,6 +78,20 @@ def count(obj: Any, key: str) -> int | None:
     return value
 
 
+def count_where(entries: Any, key: str, **match: Any) -> int:
+    """The sum of the counter ``key`` over the entries of the list
+    ``entries`` whose fields equal ``match`` (a breakdown by modality or by
+    cache lifetime); 0 when ``entries`` is not a list."""
+    if not isinstance(entries, list):
+        return 0
+    return sum(
+        count(entry, key) or 0
+        for entry in entries
+        if isinstance(entry, Mapping)
+        and all(entry.get(field) == value for field, value in match.items())
+    )
+
+
 def mapping(obj: Any, key: str) -> Mapping[str, Any]:
     """``obj[key]`` when it is an object, else an empty mapping."""
     value = obj.get(key) if isinstance(obj, Mapping) else None

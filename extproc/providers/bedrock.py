@@ -41,6 +41,7 @@ from extproc.metering.readers import (
     Tally,
     body_kind,
     count,
+    count_where,
     mapping,
     short,
 )
@@ -115,21 +116,11 @@ def converse_usage(raw: Mapping[str, Any]) -> Usage | None:
         ("cacheReadInputTokens", "cacheReadInputTokenCount"),
         ("cacheWriteInputTokens", "cacheWriteInputTokenCount"),
     )
-    hour_writes = _hour_cache_writes(raw.get("cacheDetails"))
+    # cacheDetails: the cache writes by lifetime.
+    hour_writes = count_where(raw.get("cacheDetails"), "inputTokens", ttl="1h")
     if usage is None or not hour_writes:
         return usage
     return replace(usage, cache_write_1h_tokens=hour_writes)
-
-
-def _hour_cache_writes(details: Any) -> int:
-    """The cache writes held for one hour, from a ``cacheDetails`` list."""
-    if not isinstance(details, list):
-        return 0
-    return sum(
-        count(detail, "inputTokens") or 0
-        for detail in details
-        if isinstance(detail, Mapping) and detail.get("ttl") == "1h"
-    )
 
 
 def metrics_usage(raw: Mapping[str, Any]) -> Usage | None:

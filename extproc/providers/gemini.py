@@ -35,6 +35,7 @@ from extproc.metering.readers import (
     Tally,
     body_kind,
     count,
+    count_where,
     mapping,
 )
 from extproc.metering.sse import SseEvent
@@ -89,20 +90,14 @@ def gemini_usage(meta: Mapping[str, Any]) -> Usage | None:
         output_tokens=(count(meta, "candidatesTokenCount") or 0) + thoughts,
         cache_read_tokens=count(meta, "cachedContentTokenCount") or 0,
         reasoning_tokens=thoughts,
-        input_audio_tokens=_audio(meta.get("promptTokensDetails")),
-        output_audio_tokens=_audio(meta.get("candidatesTokensDetails")),
+        # Per-modality breakdowns: audio is dearer than text.
+        input_audio_tokens=_audio(meta, "promptTokensDetails"),
+        output_audio_tokens=_audio(meta, "candidatesTokensDetails"),
     )
 
 
-def _audio(details: Any) -> int:
-    """The AUDIO part of a per-modality breakdown (audio is dearer than text)."""
-    if not isinstance(details, list):
-        return 0
-    return sum(
-        count(part, "tokenCount") or 0
-        for part in details
-        if isinstance(part, Mapping) and part.get("modality") == "AUDIO"
-    )
+def _audio(meta: Mapping[str, Any], breakdown: str) -> int:
+    return count_where(meta.get(breakdown), "tokenCount", modality="AUDIO")
 
 
 def take_chunk(obj: Any, tally: Tally) -> None:
