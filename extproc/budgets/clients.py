@@ -14,6 +14,13 @@ An asyncio cluster client must be initialised (``await client.initialize()``,
 or ``open_async_client``) before concurrent use: redis-py 8.1 fails some of
 the first commands with ``AttributeError`` when many coroutines start on an
 uninitialised ``RedisCluster`` at once.
+
+Bursts: redis-py's default pool raises ``MaxConnectionsError`` once 100
+commands are in flight, which the gateway would turn into 503s and journaled
+settlements on a healthy Redis. The single-server client waits for a free
+connection instead (``MAX_CONNECTIONS`` of them, ``POOL_WAIT_S`` at most);
+the cluster client, which cannot wait, may open up to
+``MAX_CLUSTER_CONNECTIONS`` per node (Redis's own default client limit).
 """
 
 from __future__ import annotations
@@ -34,6 +41,10 @@ STORE_ERRORS: tuple[type[Exception], ...] = (RedisError, RedisClusterException)
 AsyncClient = aioredis.Redis | AsyncRedisCluster
 SyncClient = redis.Redis | redis.RedisCluster
 
+MAX_CONNECTIONS = 64
+POOL_WAIT_S = 2.0
+MAX_CLUSTER_CONNECTIONS = 10_000
+
 
 def async_client(
     url: str, *, cluster: bool = False, timeout_ms: int = 250
@@ -45,14 +56,20 @@ def async_client(
     timeout_s = timeout_ms / 1000
     if cluster:
         return AsyncRedisCluster.from_url(
-            url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s
+            url,
+            socket_timeout=timeout_s,
+            socket_connect_timeout=timeout_s,
+            max_connections=MAX_CLUSTER_CONNECTIONS,
         )
-    return aioredis.from_url(
+    pool = aioredis.BlockingConnectionPool.from_url(
         url,
+        max_connections=MAX_CONNECTIONS,
+        timeout=max(POOL_WAIT_S, timeout_s),
         socket_timeout=timeout_s,
         socket_connect_timeout=timeout_s,
         health_check_interval=30,
     )
+    return aioredis.Redis(connection_pool=pool)
 
 
 async def open_async_client(
