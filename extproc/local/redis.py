@@ -49,6 +49,11 @@ class RedisProcess(_process.Child):
         """``redis://127.0.0.1:PORT/0``."""
         return f"redis://127.0.0.1:{self.port}/0"
 
+    @property
+    def pid(self) -> int | None:
+        """The process id of the running redis-server, or None."""
+        return self._process.pid if self._process is not None else None
+
     def start(self) -> None:
         """Start redis-server on ``self.port`` and wait until it answers PING.
 

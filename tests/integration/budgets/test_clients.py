@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
+import time
 import uuid
 
 import pytest
 
-from extproc.budgets.clients import MAX_CONNECTIONS, open_async_client
+from extproc.budgets.clients import MAX_CONNECTIONS, POOL_WAIT_S, open_async_client
 from extproc.budgets.store import BucketSpec, BudgetStore
+from extproc.errors import StoreUnavailable
+from extproc.local import RedisProcess
 
 NOW_MS = 1_800_000_000_000
 BURST = 5 * MAX_CONNECTIONS
@@ -48,3 +53,48 @@ async def test_a_burst_past_the_pool_size_waits_for_connections(redis) -> None:
 
     assert BURST == len(levels)
     assert 10**12 - BURST == min(level for [level] in levels)
+
+
+async def test_a_burst_against_a_hung_redis_fails_fast_and_recovers(tmp_path) -> None:
+    """Redis stops answering (SIGSTOP) under a burst twice the pool's size:
+    every call fails as "maybe applied" (each was sent, the later ones on
+    connections the first freed when they timed out), none waits much past
+    two command timeouts, and once Redis answers again the client works."""
+    with RedisProcess(workdir=tmp_path) as redis:
+        client = await open_async_client(redis.url, timeout_ms=200)
+        store = BudgetStore(client, "hung", lease_ms=60_000)
+        bucket = BucketSpec("user:alice", 10**12, 0, 86_400_000)
+
+        async def reserve(request_id: str) -> list[int]:
+            return await store.reserve(
+                request_id,
+                [bucket],
+                estimate_micro_usd=1,
+                estimate_tokens=0,
+                record={},
+                now_ms=NOW_MS,
+            )
+
+        try:
+            await reserve("warm")  # the script is loaded, a connection open
+            os.kill(redis.pid, signal.SIGSTOP)
+            started = time.monotonic()
+            try:
+                outcomes = await asyncio.gather(
+                    *(reserve(f"hung-{n}") for n in range(2 * MAX_CONNECTIONS)),
+                    return_exceptions=True,
+                )
+            finally:
+                os.kill(redis.pid, signal.SIGCONT)
+            elapsed = time.monotonic() - started
+
+            assert all(isinstance(o, StoreUnavailable) for o in outcomes)
+            assert all(o.maybe_applied for o in outcomes)
+            assert elapsed < POOL_WAIT_S
+            # Commands already written when their reply timed out may still
+            # run once Redis wakes: the gateway gives such holds back when
+            # the call closes (maybe_applied), which is not this test's part.
+            [level] = await reserve("after")
+            assert 10**12 - 2 - len(outcomes) <= level <= 10**12 - 2
+        finally:
+            await client.aclose()
