@@ -42,7 +42,10 @@ AsyncClient = aioredis.Redis | AsyncRedisCluster
 SyncClient = redis.Redis | redis.RedisCluster
 
 MAX_CONNECTIONS = 64
-POOL_WAIT_S = 2.0
+# A command may wait this long for a connection, then its own timeout: well
+# inside Envoy's ext_proc message timeout (2 s in envoy/), so that a burst
+# against a slow Redis gets the gateway's own 503, not Envoy's.
+POOL_WAIT_S = 1.0
 MAX_CLUSTER_CONNECTIONS = 10_000
 
 

@@ -90,7 +90,7 @@ async def test_a_burst_against_a_hung_redis_fails_fast_and_recovers(tmp_path) ->
 
             assert all(isinstance(o, StoreUnavailable) for o in outcomes)
             assert all(o.maybe_applied for o in outcomes)
-            assert elapsed < POOL_WAIT_S
+            assert elapsed < POOL_WAIT_S + 2 * 0.2 + 1.0  # waits, timeouts, slack
             # Commands already written when their reply timed out may still
             # run once Redis wakes: the gateway gives such holds back when
             # the call closes (maybe_applied), which is not this test's part.
