@@ -12,6 +12,7 @@ dashboards, never a source of amounts (the ledger in Redis is).
 
 from __future__ import annotations
 
+import atexit
 import functools
 import logging
 import os
@@ -170,14 +171,18 @@ class Telemetry:
             {"service.name": config.service_name or service_name}
         )
 
-        tracer_provider = TracerProvider(resource=resource)
+        # The SDK's own exit hooks would wait, unbounded, for an exporter
+        # that is backing off from a dead collector; ours gives up in time.
+        tracer_provider = TracerProvider(resource=resource, shutdown_on_exit=False)
         for processor in span_processors(config):
             tracer_provider.add_span_processor(processor)
         readers = metric_readers(config)
         prometheus = _prometheus(config)
         if prometheus is not None:
             readers.append(prometheus.reader)
-        meter_provider = MeterProvider(metric_readers=readers, resource=resource)
+        meter_provider = MeterProvider(
+            metric_readers=readers, resource=resource, shutdown_on_exit=False
+        )
 
         log.info(
             "telemetry configured",
@@ -187,12 +192,14 @@ class Telemetry:
                 "prometheus_port": config.prometheus_port if prometheus else None,
             },
         )
-        return cls(
+        telemetry = cls(
             tracer_provider=tracer_provider,
             meter_provider=meter_provider,
             max_label_values=max_label_values,
             prometheus=prometheus,
         )
+        atexit.register(telemetry.shutdown)
+        return telemetry
 
     # One call.
 
@@ -250,10 +257,12 @@ class Telemetry:
         """Flush and stop the exporters, waiting at most ``timeout_s``: the
         SDK retries a collector that does not answer for tens of seconds,
         which would outlast a pod's grace period. What is still unsent then
-        is dropped. Safe to call more than once."""
+        is dropped. Safe to call more than once; runs at interpreter exit
+        if nobody called it, with the same bound."""
         if self._shut_down:
             return
         self._shut_down = True
+        atexit.unregister(self.shutdown)
         stopping = threading.Thread(
             target=self._stop_exporters, name="telemetry-shutdown", daemon=True
         )

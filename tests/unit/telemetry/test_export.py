@@ -4,9 +4,13 @@ a bad setting never stops the gateway."""
 from __future__ import annotations
 
 import logging
+import os
 import socket
+import subprocess
+import sys
 import time
 import urllib.request
+from pathlib import Path
 
 import pytest
 from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (
@@ -254,3 +258,51 @@ def test_shutdown_with_an_unreachable_collector_gives_up_after_its_timeout(
         time.monotonic() - started < 2.0,
         [r.getMessage() for r in caplog.records if r.name.startswith("extproc")],
     )
+
+
+_EXIT_SCRIPT = """
+import sys
+from extproc.telemetry import Telemetry
+from extproc.telemetry._telemetry import SHUTDOWN_TIMEOUT_S
+from tests.unit.telemetry.test_export import RECORD
+
+telemetry = Telemetry.from_environment()
+telemetry.start_call(traceparent=None).finish(RECORD)
+if sys.argv[1] == "shutdown":
+    telemetry.shutdown()
+print(SHUTDOWN_TIMEOUT_S)
+"""
+
+
+def test_process_exit_with_an_unreachable_collector_waits_only_the_shutdown_bound(
+    tmp_path,
+) -> None:
+    # The SDK's own exit hooks waited for the exporter's retries: 21 s after
+    # an explicit shutdown, 35 s without one, and warned that shutdown can
+    # only be called once. Both ways out now take the one bounded shutdown.
+    environment = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("OTEL_")},
+        "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{_free_port()}",
+        "OTEL_EXPORTER_OTLP_TIMEOUT": "30",
+        "PYTHONPATH": str(Path(__file__).parents[3]),
+    }
+    started = time.monotonic()
+    exits = {
+        mode: subprocess.Popen(
+            [sys.executable, "-c", _EXIT_SCRIPT, mode],
+            env=environment,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for mode in ("shutdown", "exit")
+    }
+    outputs = {mode: process.communicate(timeout=60) for mode, process in exits.items()}
+    elapsed = time.monotonic() - started
+    bound = float(outputs["exit"][0])
+
+    assert ([0, 0], [False, False], True) == (
+        [process.returncode for process in exits.values()],
+        ["can only be called once" in err for _, err in outputs.values()],
+        elapsed < bound + 4.0,
+    ), outputs
