@@ -17,6 +17,7 @@ they enter, with the cause chained.
         ├── RouteUnknown        404: no provider matches the request
         ├── EndpointNotAllowed  403: an endpoint the gateway cannot meter
         ├── BadRequest          400: the body is not what the endpoint takes
+        │   └── RouteConflict   400: Host and path name different providers
         ├── BudgetExceeded      429: a scope's budget cannot hold the estimate
         │   └── RateLimited     429: a requests- or tokens-per-minute limit
         ├── ServiceUnavailable  503: the gateway cannot decide right now
@@ -115,6 +116,10 @@ class EndpointNotAllowed(Refusal):
 class BadRequest(Refusal):
     status = 400
     code = "bad_request"
+
+
+class RouteConflict(BadRequest):
+    code = "route_conflict"
 
 
 class BudgetExceeded(Refusal):

@@ -9,6 +9,7 @@ from extproc.budgets.admin import OverrideBook, apply_overrides
 from extproc.budgets.scopes import Caller, buckets_for, caller_for
 from extproc.budgets.store import BucketSpec, BudgetStore
 from extproc.credentials import CredentialReader, Secret
+from extproc.errors import RouteConflict
 from extproc.keys import KeyRing
 from extproc.policy.model import Policy, Provider
 from extproc.pricing import Pricer
@@ -66,7 +67,14 @@ class Runtime:
         return self.policy.tenant
 
     def route(self, path: str, authority: str) -> tuple[Route, str] | None:
-        """The provider for a request and the path it will have upstream."""
+        """The provider for a request and the path it will have upstream:
+        by path prefix first, then by host; None when neither names one.
+
+        Raises ``RouteConflict`` when the prefix names one provider and the
+        host another: an Envoy that routed by host would send the prefix's
+        credential to the host's provider.
+        """
+        by_host = self._by_host.get(_host_of(authority))
         for route in self._by_prefix:
             prefix = route.prefix or ""
             if (
@@ -74,10 +82,15 @@ class Runtime:
                 or path.startswith(prefix + "/")
                 or path.startswith(prefix + "?")
             ):
+                if by_host is not None and by_host is not route:
+                    raise RouteConflict(
+                        f"the path names provider {route.name!r} but the Host "
+                        f"header names provider {by_host.name!r}; send the "
+                        "gateway's own host with a route prefix, or the "
+                        "provider's host without one"
+                    )
                 return route, path[len(prefix) :] or "/"
-        host = authority.rsplit(":", 1)[0].lower() if authority else ""
-        route = self._by_host.get(host)
-        return (route, path) if route else None
+        return (by_host, path) if by_host else None
 
     def known_prefixes(self) -> list[str]:
         return [r.prefix for r in self._by_prefix if r.prefix]
@@ -99,3 +112,10 @@ class Runtime:
         if not overrides:
             return buckets
         return apply_overrides(buckets, caller, overrides, self.policy.timezone, now)
+
+
+def _host_of(authority: str) -> str:
+    """The host of an :authority value, lower case, without its port."""
+    if authority.startswith("["):  # an IPv6 literal: [::1]:8080
+        return authority.partition("]")[0][1:].lower()
+    return authority.rsplit(":", 1)[0].lower()

@@ -145,13 +145,13 @@ def test_prefix_routed_stream_reaches_provider_with_its_own_key(
     assert settlement["cost_micro_usd"] > 0
 
 
-def test_path_prefix_outranks_host_so_the_key_follows_the_route(
+def test_a_path_and_a_host_naming_two_providers_are_refused(
     egress_gateway: EgressGateway,
 ) -> None:
-    # Envoy and the ext_proc server must pick the same provider: if Envoy
-    # went by host here while Tollgate went by prefix, OpenAI's key would be
-    # sent to Anthropic.
-    before = len(egress_gateway.anthropic.requests)
+    # Envoy here tries prefixes before hosts, as Tollgate does, but a config
+    # that went by host (a mesh route, an operator's own) would send OpenAI's
+    # key to Anthropic: Tollgate refuses the pair whatever Envoy would do.
+    before = (len(egress_gateway.openai.requests), len(egress_gateway.anthropic.requests))
 
     response = _post(
         egress_gateway,
@@ -164,11 +164,12 @@ def test_path_prefix_outranks_host_so_the_key_follows_the_route(
         },
     )
 
-    assert 200 == response.status
-    assert before == len(egress_gateway.anthropic.requests)
-    seen = egress_gateway.openai.requests[-1]
-    assert OPENAI_HOST == seen.headers["host"]
-    assert f"Bearer {egress_gateway.openai_key}" == seen.headers["authorization"]
+    after = (len(egress_gateway.openai.requests), len(egress_gateway.anthropic.requests))
+    assert (400, "route_conflict", before) == (
+        response.status,
+        response.headers.get("x-tollgate-refusal"),
+        after,
+    )
 
 
 def test_identity_comes_from_the_token_not_from_the_clients_header(

@@ -654,3 +654,33 @@ def test_envoy_failing_to_start_reports_its_log(tmp_path: Path) -> None:
 
     with pytest.raises(ConfigError, match="exited with code"):
         EnvoyProcess(config, tmp_path).start()
+
+
+@pytest.mark.e2e
+def test_envoy_routes_by_the_path_prefix_before_the_host(
+    tmp_path: Path, processor: tuple[NoOpProcessor, int]
+) -> None:
+    # Tollgate picks the credential by prefix first; Envoy must pick the
+    # provider in the same order, or one provider's key reaches the other.
+    _, extproc_port = processor
+
+    with (
+        StandIn(lambda req: _json_reply(b"{}")) as standin,
+        _run_envoy(tmp_path, extproc_port, standin) as envoy,
+    ):
+        conn = http.client.HTTPConnection("127.0.0.1", envoy.listen_port, timeout=10)
+        conn.request(
+            "POST",
+            "/openai" + CHAT_PATH,
+            CHAT_REQUEST,
+            {"content-type": "application/json", "host": "api.anthropic.com:443"},
+        )
+        status = conn.getresponse().status
+        conn.close()
+
+    [seen] = standin.requests
+    assert (200, CHAT_PATH, "api.openai.com") == (
+        status,
+        seen.path,
+        seen.headers["host"],
+    )

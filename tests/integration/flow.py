@@ -49,12 +49,12 @@ def headers(pairs: dict[str, str], *, end: bool = False) -> pb.HttpHeaders:
 
 
 def request(
-    path: str, body: bytes, identity: str = "alice"
+    path: str, body: bytes, identity: str = "alice", authority: str = "gateway"
 ) -> list[pb.ProcessingRequest]:
     pairs = {
         ":method": "POST",
         ":path": path,
-        ":authority": "gateway",
+        ":authority": authority,
         "content-type": "application/json",
         "x-tollgate-identity": identity,
     }

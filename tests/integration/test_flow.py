@@ -126,3 +126,32 @@ def test_a_refusal_names_its_reason_in_a_header_whatever_the_error_shape(
         reply.status.code,
         headers["x-tollgate-refusal"],
     )
+
+
+def test_a_host_naming_another_provider_than_the_path_is_refused_unreserved(
+    redis_server, tmp_path: Path
+) -> None:
+    # Envoy may route by Host; the prefix's credential must never ride along
+    # to the provider the Host names.
+    hosts = """
+        anthropic: {family: anthropic, route_prefix: /anthropic,
+                    hosts: [api.anthropic.com]}
+    """
+    body = b'{"model":"gpt-4o-mini","max_tokens":16,"messages":[]}'
+
+    outcome = run_call(
+        redis_server.url,
+        _policy(hosts),
+        request(CHAT, body, authority="API.Anthropic.com:443"),
+        tmp_path / "journal.jsonl",
+    )
+
+    [answer] = outcome.answers
+    reply = answer.immediate_response
+    headers = {h.header.key: h.header.raw_value for h in reply.headers.set_headers}
+    assert (400, b"route_conflict", None, []) == (
+        reply.status.code,
+        headers["x-tollgate-refusal"],
+        outcome.level,
+        outcome.ledger,
+    )
