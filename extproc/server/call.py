@@ -52,7 +52,8 @@ from extproc.telemetry import CallRecord, CallTrace, Telemetry
 
 log = logging.getLogger(__name__)
 
-REQUEST_ID_HEADER = "x-tollgate-request-id"
+GATEWAY_HEADER_PREFIX = "x-tollgate-"
+REQUEST_ID_HEADER = GATEWAY_HEADER_PREFIX + "request-id"
 MAX_MODEL_LENGTH = 256
 _READ_METHODS = ("GET", "HEAD", "OPTIONS")
 
@@ -415,12 +416,14 @@ class Call:
     async def _credential_mutation(self, path: str) -> pb.HeaderMutation:
         assert self.route is not None
         policy = self.runtime.policy
-        # The caller's identity, tool and labels are the gateway's business,
-        # not the provider's.
+        # The caller's identity, tool and labels, and anything else a client
+        # sends in the gateway's own header namespace, are the gateway's
+        # business, not the provider's.
         internal = [
             self.runtime.identity_header,
             policy.tools.header,
             policy.attribution.header,
+            *(n for n in self._request_headers if n.startswith(GATEWAY_HEADER_PREFIX)),
         ]
         remove = [*client_credential_headers(self._request_headers), *internal]
         clean_path = without_query_credentials(path)

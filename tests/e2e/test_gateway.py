@@ -195,6 +195,8 @@ def test_billing_steering_and_internal_headers_stay_at_the_gateway(
             "x-amz-signature": "client-signature",
             "x-tollgate-tool": "secret-tool",
             "x-tollgate-attribution": "customer=acme",
+            "x-tollgate-request-id": "spoofed",
+            "X-Tollgate-Anything": "gateway namespace",
         },
     )
 
@@ -205,7 +207,9 @@ def test_billing_steering_and_internal_headers_stay_at_the_gateway(
         "x-amz-signature",
         "x-tollgate-tool",
         "x-tollgate-attribution",
-    } & set(seen)
+        "x-tollgate-request-id",
+        "x-tollgate-anything",
+    } & {name.lower() for name in seen}
 
 
 def test_anthropic_key_comes_from_its_file(gateway, identity) -> None:
