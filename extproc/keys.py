@@ -128,8 +128,10 @@ def presented_key(headers: Mapping[str, str]) -> str | None:
     """The gateway key a request carries, or None.
 
     ``headers`` has lower-case names. Looks at ``authorization: Bearer``,
-    then ``x-api-key``, ``api-key``, ``x-goog-api-key``; a value that is not
-    shaped like a gateway key (a provider's own key) is not one.
+    then ``x-api-key``, ``api-key``, ``x-goog-api-key``. A value that starts
+    with ``tgk_`` is meant as a gateway key, well formed or not (a malformed
+    one is then refused as unknown rather than passed over for another
+    identity); any other value is a provider's own key and not one.
     """
     for name in KEY_HEADERS:
         value = headers.get(name, "").strip()
@@ -138,7 +140,7 @@ def presented_key(headers: Mapping[str, str]) -> str | None:
             if scheme.lower() != "bearer":
                 continue
             value = value.strip()
-        if looks_like_key(value):
+        if value.startswith(KEY_PREFIX):
             return value
     return None
 

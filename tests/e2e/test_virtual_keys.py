@@ -75,11 +75,16 @@ def test_revoked_key_is_refused_within_the_cache_time(gateway) -> None:
     assert 401 == status
 
 
-def test_made_up_key_is_refused(gateway, standin_calls) -> None:
+@pytest.mark.parametrize(
+    "key", ["tgk_" + "A" * 40, "tgk_x", "tgk_" + "A" * 20 + "_" + "B" * 30]
+)
+def test_made_up_key_is_refused_even_beside_an_identity_header(
+    gateway, standin_calls, key: str
+) -> None:
     response = gateway.client.post(
         "/openai/v1/chat/completions",
         {"model": "gpt-4o"},
-        {"authorization": "Bearer tgk_" + "A" * 40},
+        {"authorization": f"Bearer {key}", "x-tollgate-identity": "someone-else"},
     )
 
     assert 401 == response.status

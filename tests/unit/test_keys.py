@@ -114,6 +114,13 @@ def test_a_provider_key_in_authorization_does_not_hide_a_gateway_key() -> None:
     assert KEY == presented_key(headers)
 
 
+@pytest.mark.parametrize("value", ["tgk_x", "tgk_" + "A" * 39, "tgk_" + "A" * 41])
+def test_a_malformed_gateway_key_is_still_presented(value: str) -> None:
+    # Presented, so that the key ring refuses it as unknown; passing it over
+    # would bill the identity header instead of refusing the key.
+    assert value == presented_key({"authorization": f"Bearer {value}"})
+
+
 def test_a_key_under_another_auth_scheme_is_not_presented() -> None:
     assert None is presented_key({"authorization": f"Basic {KEY}"})
 
