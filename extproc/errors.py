@@ -17,7 +17,8 @@ they enter, with the cause chained.
         ├── RouteUnknown        404: no provider matches the request
         ├── EndpointNotAllowed  403: an endpoint the gateway cannot meter
         ├── BadRequest          400: the body is not what the endpoint takes
-        │   └── RouteConflict   400: Host and path name different providers
+        │   ├── RouteConflict   400: Host and path name different providers
+        │   └── UnsupportedEncoding 415: a compressed body to be metered
         ├── BudgetExceeded      429: a scope's budget cannot hold the estimate
         │   └── RateLimited     429: a requests- or tokens-per-minute limit
         ├── ServiceUnavailable  503: the gateway cannot decide right now
@@ -120,6 +121,11 @@ class BadRequest(Refusal):
 
 class RouteConflict(BadRequest):
     code = "route_conflict"
+
+
+class UnsupportedEncoding(BadRequest):
+    status = 415
+    code = "unsupported_encoding"
 
 
 class BudgetExceeded(Refusal):

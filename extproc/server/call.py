@@ -32,6 +32,7 @@ from extproc.errors import (
     RouteUnknown,
     ServiceUnavailable,
     StoreUnavailable,
+    UnsupportedEncoding,
 )
 from extproc.identity import identity_from, labels_from, tool_from
 from extproc.keys import presented_key
@@ -367,7 +368,21 @@ class Call:
         elif bodyless:
             path = self.upstream_path.split("?")[0]
             raise BadRequest(f"{self.method} {path} needs a JSON body")
+        else:
+            self._check_plain_body()
         return endpoint
+
+    def _check_plain_body(self) -> None:
+        """A metered body must be read as sent: refuse any content coding
+        (RFC 7694: 415, with the codings taken in ``accept-encoding``)."""
+        coding = self._request_headers.get("content-encoding", "").strip().lower()
+        if coding in ("", "identity"):
+            return
+        raise UnsupportedEncoding(
+            f"the gateway reads every request it meters and takes no compressed "
+            f"body (content-encoding: {coding[:40]}); send it uncompressed",
+            headers={"accept-encoding": "identity"},
+        )
 
     async def _signature(self, body: bytes) -> dict[str, str]:
         """Credential headers computed over the body as sent (SigV4)."""

@@ -603,3 +603,29 @@ def test_rate_limit_refusal_says_rate_limited(gateway) -> None:
     assert 429 == response.status
     assert "rate_limited" == response.json()["error"]["code"]
     assert int(response.headers["retry-after"]) >= 1
+
+
+@pytest.mark.parametrize(
+    ("coding", "compress"), [("gzip", gzip.compress), ("br", lambda body: body)]
+)
+def test_a_compressed_request_body_is_refused_for_its_coding(
+    gateway, identity, standin_calls, coding, compress
+) -> None:
+    # Refused on the header, whatever the bytes: a body labelled compressed
+    # but sent plain would reach the provider with a coding it cannot undo.
+    body = json.dumps({"model": "gpt-4o-mini", "messages": []}).encode()
+
+    response = gateway.client.post(
+        "/openai/v1/chat/completions",
+        compress(body),
+        {"x-tollgate-identity": identity, "content-encoding": coding},
+    )
+
+    error = response.json()["error"]
+    assert (415, "unsupported_encoding", "identity", 0) == (
+        response.status,
+        error["code"],
+        response.headers.get("accept-encoding"),
+        standin_calls(),
+    )
+    assert f"content-encoding: {coding}" in error["message"]
