@@ -484,15 +484,7 @@ def test_envoy_sends_a_request_naming_the_provider_host_to_that_provider(
         StandIn(lambda req: _json_reply(answer)) as standin,
         _run_envoy(tmp_path, extproc_port, standin) as envoy,
     ):
-        conn = http.client.HTTPConnection("127.0.0.1", envoy.listen_port, timeout=10)
-        conn.request(
-            "POST",
-            CHAT_PATH,
-            CHAT_REQUEST,
-            {"content-type": "application/json", "host": "api.openai.com"},
-        )
-        status = conn.getresponse().status
-        conn.close()
+        status = _post_to_host(envoy.listen_port, CHAT_PATH, "api.openai.com")
 
     [seen] = standin.requests
     assert (200, CHAT_PATH) == (status, seen.path)
@@ -668,15 +660,9 @@ def test_envoy_routes_by_the_path_prefix_before_the_host(
         StandIn(lambda req: _json_reply(b"{}")) as standin,
         _run_envoy(tmp_path, extproc_port, standin) as envoy,
     ):
-        conn = http.client.HTTPConnection("127.0.0.1", envoy.listen_port, timeout=10)
-        conn.request(
-            "POST",
-            "/openai" + CHAT_PATH,
-            CHAT_REQUEST,
-            {"content-type": "application/json", "host": "api.anthropic.com:443"},
+        status = _post_to_host(
+            envoy.listen_port, "/openai" + CHAT_PATH, "api.anthropic.com:443"
         )
-        status = conn.getresponse().status
-        conn.close()
 
     [seen] = standin.requests
     assert (200, CHAT_PATH, "api.openai.com") == (
@@ -684,3 +670,15 @@ def test_envoy_routes_by_the_path_prefix_before_the_host(
         seen.path,
         seen.headers["host"],
     )
+
+
+def _post_to_host(port: int, path: str, host: str) -> int:
+    """POST the chat request to ``path`` with ``Host: host``; the status."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        conn.request(
+            "POST", path, CHAT_REQUEST, {"content-type": "application/json", "host": host}
+        )
+        return conn.getresponse().status
+    finally:
+        conn.close()
