@@ -16,7 +16,7 @@ from extproc import probe
 from extproc.local import EnvoyProcess, free_port, render_egress_config
 from tests.deploy.conftest import ANTHROPIC_HOST, OPENAI_HOST, EgressGateway
 from tests.deploy.pki import TokenSigner
-from tests.e2e.harness import REPLAY_HEADER, Response, fixture_body
+from tests.e2e.harness import REPLAY_HEADER, Response, exchange_raw, fixture_body
 
 pytestmark = pytest.mark.e2e
 
@@ -379,6 +379,26 @@ def _raw_post(port: int, path: str, headers: dict[str, str]) -> int:
         return reply.status
     finally:
         connection.close()
+
+
+@pytest.mark.parametrize(
+    ("request_bytes", "status_line"),
+    [
+        (b"GET /openai/v1/models HTTP/1.0\r\n\r\n", b"HTTP/1.1 426 Upgrade Required"),
+        (
+            b"GET /openai/v1/models HTTP/1.1\r\nhost: gateway\r\n"
+            b"x-note: a\x7fb\r\n\r\n",
+            b"HTTP/1.1 400 Bad Request",
+        ),
+    ],
+    ids=["http_1_0", "del_in_header_value"],
+)
+def test_unparsable_request_gets_envoys_own_answer(
+    egress_gateway: EgressGateway, request_bytes: bytes, status_line: bytes
+) -> None:
+    answer = exchange_raw(egress_gateway.client.port, request_bytes)
+
+    assert answer.startswith(status_line + b"\r\n"), answer
 
 
 def test_probe_reports_serving_over_the_socket(egress_gateway: EgressGateway) -> None:

@@ -31,6 +31,9 @@ EXT_PROC = "envoy.filters.http.ext_proc"
 JWT = "envoy.filters.http.jwt_authn"
 ROUTER = "envoy.filters.http.router"
 ROUTER_TYPE = "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"
+EXT_PROC_PER_ROUTE_TYPE = (
+    "type.googleapis.com/envoy.extensions.filters.http.ext_proc.v3.ExtProcPerRoute"
+)
 TLS = "envoy.transport_sockets.tls"
 MIB = 1024 * 1024
 
@@ -226,6 +229,25 @@ def test_ext_proc_is_tollgates_and_fails_closed() -> None:
     assert "timeout" not in ext_proc["grpc_service"]
 
 
+@pytest.mark.parametrize("path", ENVOY_CONFIGS, ids=lambda p: p.name)
+def test_ext_proc_runs_for_every_routed_request_and_no_other(path: Path) -> None:
+    # Envoy's answer to a request it cannot parse has no route; ext_proc must
+    # not hold it (the connection closes under it). Every request that has a
+    # route gets the filter with its own settings, and no virtual host or
+    # route may turn it off or change it.
+    manager = _manager(_load(path))
+    routes = manager["route_config"]
+    virtual_hosts = routes["virtual_hosts"]
+    per_route = [*virtual_hosts, *(r for v in virtual_hosts for r in v["routes"])]
+
+    assert _named(manager["http_filters"], EXT_PROC).get("disabled") is True
+    assert {"@type": EXT_PROC_PER_ROUTE_TYPE, "overrides": {}} == routes[
+        "typed_per_filter_config"
+    ][EXT_PROC]
+    for item in per_route:
+        assert EXT_PROC not in item.get("typed_per_filter_config", {}), item["name"]
+
+
 def test_ext_proc_cluster_is_the_shared_socket_with_grpc_health_checks() -> None:
     cluster = _named(_egress()["static_resources"]["clusters"], "tollgate_extproc")
     [endpoint] = cluster["load_assignment"]["endpoints"][0]["lb_endpoints"]
@@ -282,9 +304,14 @@ def test_envoy_filter_inserts_the_same_ext_proc_filter_and_cluster() -> None:
     inserted = next(p for p in patches if p["patch"]["value"].get("name") == EXT_PROC)
     added = next(p for p in patches if p["applyTo"] == "CLUSTER")
 
-    assert (
-        _named(_manager(egress)["http_filters"], EXT_PROC) == inserted["patch"]["value"]
-    )
+    # Istio writes the routes, so none can turn a disabled filter on there:
+    # the inserted filter is on for every request (see its patch).
+    assert {
+        key: value
+        for key, value in _named(_manager(egress)["http_filters"], EXT_PROC).items()
+        if key != "disabled"
+    } == inserted["patch"]["value"]
+    assert "disabled" not in inserted["patch"]["value"]
     assert "INSERT_BEFORE" == inserted["patch"]["operation"]
     assert (
         ROUTER

@@ -193,6 +193,19 @@ def read_until_and_hang_up(
     return head, data
 
 
+def exchange_raw(port: int, request: bytes, *, timeout_s: float = 10.0) -> bytes:
+    """Send ``request`` as is on a new connection and return every byte the
+    gateway sends back until it closes the connection (empty if it sends
+    nothing). For requests ``http.client`` refuses to write."""
+    received = []
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout_s) as sock:
+        sock.sendall(request)
+        while part := sock.recv(65536):
+            received.append(part)
+
+    return b"".join(received)
+
+
 def _post_json(
     port: int, path: str, body: dict[str, Any], headers: dict[str, str]
 ) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse]:
