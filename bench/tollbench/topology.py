@@ -405,6 +405,9 @@ def split_filters(filters: list[dict[str, Any]]) -> list[dict[str, Any]]:
         )
         meter = copy.deepcopy(http_filter)
         meter["name"] = "tollgate.meter"
+        # The route config turns on the filter by its name only; the meter
+        # runs wherever the gate does.
+        meter.pop("disabled", None)
         meter["typed_config"]["observability_mode"] = True
         meter["typed_config"].pop("allow_mode_override", None)
         meter["typed_config"]["processing_mode"].update(
