@@ -92,8 +92,8 @@ def openai_usage(raw: Mapping[str, Any]) -> Usage | None:
     reasoning = count(outputs, "reasoning_tokens")
     if reasoning is None and not output_tokens:
         reasoning = 0
-    output_tokens = _with_uncounted_reasoning(
-        input_tokens or 0, output_tokens or 0, reasoning, count(raw, "total_tokens")
+    output_tokens = _with_unitemised_output(
+        input_tokens or 0, output_tokens or 0, count(raw, "total_tokens")
     )
 
     return Usage(
@@ -115,17 +115,20 @@ def _cache_reads(raw: Mapping[str, Any], inputs: Mapping[str, Any]) -> int:
     )
 
 
-def _with_uncounted_reasoning(
-    input_tokens: int, output_tokens: int, reasoning: int | None, total: int | None
+def _with_unitemised_output(
+    input_tokens: int, output_tokens: int, total: int | None
 ) -> int:
-    """The output, reasoning included.
+    """The output, everything generated included.
 
-    OpenAI counts reasoning inside ``completion_tokens``. Some compatible
-    servers (xAI) count it beside: their ``total_tokens`` is prompt plus
-    completion plus reasoning, and that total is what they bill.
+    OpenAI counts reasoning inside ``completion_tokens``, so its total is
+    prompt plus completion. Some compatible servers leave thinking out of
+    the completion and put it only in the total they bill: xAI (beside a
+    ``reasoning_tokens`` detail) and Gemini's OpenAI-compatible endpoint
+    (with no detail at all). A total beyond prompt plus completion is that
+    unitemised output.
     """
-    if reasoning and total == input_tokens + output_tokens + reasoning:
-        return output_tokens + reasoning
+    if total is not None and total > input_tokens + output_tokens:
+        return total - input_tokens
     return output_tokens
 
 

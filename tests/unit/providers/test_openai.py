@@ -7,6 +7,7 @@ import json
 import pytest
 
 from extproc.errors import BadRequest, EndpointNotAllowed
+from extproc.metering.usage import Usage
 from extproc.providers.azure_openai import AzureOpenAIFamily
 from extproc.providers.base import Endpoint
 from extproc.providers.openai import OpenAIFamily, openai_usage
@@ -291,6 +292,31 @@ def test_reasoning_inside_completion_tokens_is_not_added_again() -> None:
     )
 
     assert (87, 64) == (usage.output_tokens, usage.reasoning_tokens)
+
+
+def test_a_total_beyond_prompt_and_completion_is_output_left_unitemised() -> None:
+    # Gemini's OpenAI-compatible endpoint: thinking is in the total only.
+    usage = openai_usage(
+        {"prompt_tokens": 9, "completion_tokens": 3, "total_tokens": 105}
+    )
+
+    assert (9, 96, 105) == (
+        usage.input_tokens,
+        usage.output_tokens,
+        usage.total_tokens,
+    )
+
+
+def test_a_stream_whose_chunks_carry_a_thinking_total_meters_the_total() -> None:
+    chunk = (
+        'data: {"choices":[{"delta":{"content":"1, 2"},"index":0%s}],'
+        '"object":"chat.completion.chunk","usage":{"completion_tokens":%d,'
+        '"prompt_tokens":9,"total_tokens":%d}}\n\n'
+    )
+
+    reading = meter(chunk % ("", 1, 103), chunk % (',"finish_reason":"stop"', 3, 105))
+
+    assert Usage(9, 96) == reading.usage
 
 
 def test_audio_tokens_are_read_as_parts_of_input_and_output() -> None:
