@@ -116,10 +116,13 @@ class Tally:
     ``text_chars`` counts generated text for a length estimate; ``complete``
     turns False when the body ended before its last event or an event was
     dropped unread; ``ended`` turns True when that last event was seen.
+    A usage followed by one that could not be read is stale: the reading
+    is then not whole, until a readable usage replaces it.
     """
 
     def __init__(self) -> None:
-        self.usage: Usage | None = None
+        self._usage: Usage | None = None
+        self._usage_unread = False  # the latest usage reported was malformed
         self.model: str | None = None
         self.finish_reasons: list[str] = []
         self.problems: list[str] = []
@@ -127,6 +130,15 @@ class Tally:
         self.complete = True
         self.ended = False
         self.service_tier: str | None = None
+
+    @property
+    def usage(self) -> Usage | None:
+        return self._usage
+
+    @usage.setter
+    def usage(self, usage: Usage | None) -> None:
+        self._usage = usage
+        self._usage_unread = False
 
     def see_model(self, model: Any) -> None:
         if isinstance(model, str) and model:
@@ -152,6 +164,11 @@ class Tally:
         prefix = f"{short(kind)}: " if kind else ""
         self.note(f"error: {prefix}{short(message)}")
 
+    def note_malformed(self, exc: MalformedUsage) -> None:
+        """A usage counter that is not a count: that usage went unread."""
+        self._usage_unread = True
+        self.note(f"malformed usage: {exc}")
+
     def note_dropped(self, events: int) -> None:
         """``events`` events too large to hold were dropped unread. What they
         said (a last chunk with an image and the usage, say) is unknown, so
@@ -173,12 +190,14 @@ class Tally:
         if self.usage is None and not problems:
             problems.append(NO_USAGE)
 
+        stale = self._usage_unread and self._usage is not None
+
         return Reading(
-            usage=self.usage,
+            usage=self._usage,
             model=self.model,
             problem="; ".join(problems) or None,
             finish_reasons=tuple(self.finish_reasons),
-            complete=self.complete,
+            complete=self.complete and not stale,
             text_chars=self.text_chars,
             service_tier=self.service_tier,
             ended=self.ended,
@@ -262,7 +281,7 @@ class JsonBodyReader(UsageReader):
             if obj is not None:
                 self._interpret(obj, tally)
         except MalformedUsage as exc:
-            tally.note(f"malformed usage: {exc}")
+            tally.note_malformed(exc)
         except Exception as exc:  # metering never fails the request
             logger.exception("json_reader_fault")
             tally.note(f"reader fault: {type(exc).__name__}")
@@ -338,7 +357,7 @@ class EventReader(UsageReader):
         try:
             step(*args)
         except MalformedUsage as exc:
-            self.tally.note(f"malformed usage: {exc}")
+            self.tally.note_malformed(exc)
         except Exception as exc:  # metering never fails the request
             logger.exception("event_reader_fault")
             self.tally.note(f"reader fault: {type(exc).__name__}")

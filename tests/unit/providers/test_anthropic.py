@@ -214,6 +214,14 @@ def test_stream_without_message_stop_is_incomplete() -> None:
     assert False is meter(start(input_tokens=1, output_tokens=1)).complete
 
 
+def test_a_final_count_that_cannot_be_read_leaves_the_reading_not_whole() -> None:
+    malformed = delta(output_tokens="500")
+
+    reading = meter(start(input_tokens=10, output_tokens=1), malformed, STOP)
+
+    assert (Usage(10, 1), False) == (reading.usage, reading.complete)
+
+
 def test_a_delta_restating_counts_as_zero_keeps_the_start_counts() -> None:
     reading = meter(
         start(input_tokens=3, cache_read_input_tokens=20000, output_tokens=1),

@@ -180,6 +180,14 @@ def test_stream_takes_the_last_usage_and_never_sums() -> None:
     assert 9 == reading.usage.output_tokens
 
 
+def test_a_readable_usage_after_a_malformed_one_leaves_the_reading_whole() -> None:
+    malformed = 'data: {"choices": [], "usage": {"prompt_tokens": "10"}}\n\n'
+
+    reading = meter(malformed, usage_chunk(9), "data: [DONE]\n\n")
+
+    assert (9, True) == (reading.usage.output_tokens, reading.complete)
+
+
 def test_stream_cut_before_done_notes_the_truncation() -> None:
     reading = meter('data: {"choices": [{"delta": {}}]}\n\n')
 
