@@ -180,15 +180,16 @@ class BedrockStreamReader(EventReader):
     Frames are told apart by ``:event-type``: ``chunk`` frames carry a
     vendor event (Anthropic's are folded by ``AnthropicStream``; the
     invocation metrics are the fallback); the others are Converse events,
-    with the usage in ``metadata``. Exception frames become problems. A
-    broken frame stops the reading, since the framing cannot resynchronise.
+    with the usage in ``metadata``, the last event (the stream has ended
+    there, as at the invocation metrics or Anthropic's ``message_stop``).
+    Exception frames become problems. A broken frame stops the reading,
+    since the framing cannot resynchronise.
     """
 
     def __init__(self) -> None:
         super().__init__()
         self._frames = EventStreamBuffer()
         self._anthropic = AnthropicStream(self.tally)
-        self._ended = False
         self._broken = False
 
     def _split(self, data: bytes) -> None:
@@ -204,7 +205,7 @@ class BedrockStreamReader(EventReader):
             self.tally.note(f"event stream corrupt: {type(exc).__name__}")
 
     def on_end(self) -> None:
-        if not (self._ended or self._anthropic.stopped or self._broken):
+        if not (self.tally.ended or self._broken):
             self.tally.note_cut("metadata")
 
     def _take_frame(self, headers: Mapping[str, Any], payload: bytes) -> None:
@@ -226,7 +227,7 @@ class BedrockStreamReader(EventReader):
         elif kind == "messageStop":
             self.tally.see_finish(obj.get("stopReason"))
         elif kind == "metadata":
-            self._ended = True
+            self.tally.see_end()
             usage = converse_usage(mapping(obj, "usage"))
             if usage is not None:
                 self.tally.usage = usage
@@ -258,7 +259,7 @@ class BedrockStreamReader(EventReader):
             self.tally.see_text(obj)
         metrics = mapping(obj, _METRICS)
         if metrics:
-            self._ended = True
+            self.tally.see_end()
             usage = metrics_usage(metrics)
             if self.tally.usage is None and usage is not None:
                 self.tally.usage = usage

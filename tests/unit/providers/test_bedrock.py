@@ -390,3 +390,38 @@ def test_converse_stream_metadata_reads_one_hour_cache_writes() -> None:
     )
 
     assert 400 == reading.usage.cache_write_1h_tokens
+
+
+def test_converse_stream_metadata_marks_the_stream_ended() -> None:
+    headers = {":message-type": "event", ":event-type": "metadata"}
+    metadata = frame(headers, {"usage": {"inputTokens": 10, "outputTokens": 5}})
+
+    reading = meter(
+        "/model/m/converse-stream", metadata, "application/vnd.amazon.eventstream"
+    )
+
+    assert (True, Usage(10, 5)) == (reading.ended, reading.usage)
+
+
+def test_invocation_metrics_mark_an_invoke_stream_ended() -> None:
+    metrics = {"inputTokenCount": 5, "outputTokenCount": 6}
+    body = chunk({"generation": "hi", "amazon-bedrock-invocationMetrics": metrics})
+
+    reading = meter(
+        "/model/meta.llama3/invoke-with-response-stream",
+        body,
+        "application/vnd.amazon.eventstream",
+    )
+
+    assert True is reading.ended
+
+
+def test_converse_stream_before_its_metadata_has_not_ended() -> None:
+    headers = {":message-type": "event", ":event-type": "messageStop"}
+    stop = frame(headers, {"stopReason": "end_turn"})
+
+    reading = meter(
+        "/model/m/converse-stream", stop, "application/vnd.amazon.eventstream"
+    )
+
+    assert False is reading.ended
