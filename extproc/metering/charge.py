@@ -7,8 +7,8 @@ end of the body arrives: that cut lost nothing).
 A usage the response did not report is unknown, never zero: a successful
 call without usage is charged a length-based estimate and marked so. So is a
 reported usage that cannot be true of a billed call: no input at all, or no
-output beside generated text (servers that fill the usage object with zeros
-they did not count). An upstream error that reports no usage is not charged,
+output beside generated text from a call that generates any (servers that
+fill the usage object with zeros they did not count). An upstream error that reports no usage is not charged,
 since providers do not bill refused calls.
 """
 
@@ -70,7 +70,7 @@ def decide_charge(facts: CallFacts) -> Charge:
         reading = replace(reading, usage=reading.usage.consistent())
     complete = (facts.response_complete or reading.ended) and reading.complete
     if reading.usage is not None and complete:
-        if _plausible(reading.usage, reading):
+        if _plausible(reading.usage, reading, facts.output_cap_tokens):
             return Charge(reading.usage, False, METERED)
         return Charge(_estimate(facts, reading), True, ESTIMATED_ZERO_USAGE)
     if reading.usage is None and _upstream_refused(facts, reading):
@@ -81,12 +81,15 @@ def decide_charge(facts: CallFacts) -> Charge:
     return Charge(estimate, True, outcome)
 
 
-def _plausible(usage: Usage, reading: Reading) -> bool:
+def _plausible(usage: Usage, reading: Reading, output_cap_tokens: int) -> bool:
     """False for a usage that claims zero where the call visibly used tokens:
-    every billed call reads some input, and text came back from some output."""
+    every billed call reads some input, and text came back from some output,
+    unless the call generates none (embeddings, capped at 0, whose body may
+    echo the input texts)."""
     if usage.input_tokens == 0:
         return False
-    return usage.output_tokens > 0 or reading.text_chars == 0
+    generated = reading.text_chars > 0 and output_cap_tokens > 0
+    return usage.output_tokens > 0 or not generated
 
 
 def _upstream_refused(facts: CallFacts, reading: Reading) -> bool:

@@ -138,6 +138,15 @@ def test_zero_output_without_text_is_metered() -> None:
     assert "metered" == decide_charge(_facts(reading=reading)).outcome
 
 
+def test_zero_output_of_a_call_that_generates_nothing_is_metered_beside_text() -> None:
+    # Cohere Embed on Bedrock echoes its input texts beside the embeddings.
+    reading = Reading(usage=Usage(3, 0), text_chars=2)
+
+    charge = decide_charge(_facts(reading=reading, output_cap_tokens=0))
+
+    assert (Usage(3, 0), "metered") == (charge.usage, charge.outcome)
+
+
 def test_stream_that_sent_its_last_event_is_metered_though_its_body_was_cut() -> None:
     ended = Reading(usage=USAGE, ended=True)
 
