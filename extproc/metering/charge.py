@@ -8,8 +8,9 @@ A usage the response did not report is unknown, never zero: a successful
 call without usage is charged a length-based estimate and marked so. So is a
 reported usage that cannot be true of a billed call: no input at all, or no
 output beside generated text from a call that generates any (servers that
-fill the usage object with zeros they did not count). An upstream error that reports no usage is not charged,
-since providers do not bill refused calls.
+fill the usage object with zeros they did not count). An upstream error that
+reports no usage, or every count as zero, is not charged, since providers do
+not bill refused calls.
 """
 
 from __future__ import annotations
@@ -69,12 +70,12 @@ def decide_charge(facts: CallFacts) -> Charge:
     if reading.usage is not None:
         reading = replace(reading, usage=reading.usage.consistent())
     complete = (facts.response_complete or reading.ended) and reading.complete
+    if _nothing_used(reading.usage) and _upstream_refused(facts, reading):
+        return Charge(None, False, UPSTREAM_ERROR)
     if reading.usage is not None and complete:
         if _plausible(reading.usage, reading, facts.output_cap_tokens):
             return Charge(reading.usage, False, METERED)
         return Charge(_estimate(facts, reading), True, ESTIMATED_ZERO_USAGE)
-    if reading.usage is None and _upstream_refused(facts, reading):
-        return Charge(None, False, UPSTREAM_ERROR)
 
     estimate = _estimate(facts, reading)
     outcome = ESTIMATED_CUT if not complete else ESTIMATED_NO_USAGE
@@ -90,6 +91,12 @@ def _plausible(usage: Usage, reading: Reading, output_cap_tokens: int) -> bool:
         return False
     generated = reading.text_chars > 0 and output_cap_tokens > 0
     return usage.output_tokens > 0 or not generated
+
+
+def _nothing_used(usage: Usage | None) -> bool:
+    """True for no usage, or one whose every count is zero (a failed
+    Responses event reports its usage so)."""
+    return usage is None or (usage.total_tokens == 0 and not usage.web_search_requests)
 
 
 def _upstream_refused(facts: CallFacts, reading: Reading) -> bool:

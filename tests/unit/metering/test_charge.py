@@ -60,6 +60,15 @@ def test_error_event_before_any_text_is_not_charged() -> None:
     assert "upstream_error" == decide_charge(_facts(reading=reading)).outcome
 
 
+def test_error_reporting_a_usage_of_zeros_before_any_text_is_not_charged() -> None:
+    # A Responses stream's response.failed event with every counter at 0.
+    reading = Reading(usage=Usage(), problem="error: server_error: failed", ended=True)
+
+    charge = decide_charge(_facts(reading=reading))
+
+    assert (None, "upstream_error") == (charge.usage, charge.outcome)
+
+
 def test_error_event_after_generated_text_is_estimated() -> None:
     reading = Reading(usage=None, problem="error: tool_use_failed", text_chars=400)
 
