@@ -137,8 +137,12 @@ class Call:
 
         mutation = await self._credential_mutation(headers.get(":path", ""))
 
+        # The access log line needs the request id and the caller even if
+        # the client leaves before any answer: they go to Envoy now.
         return messages.request_headers_reply(
-            mutation, skip_response_body=self.endpoint is None
+            mutation,
+            skip_response_body=self.endpoint is None,
+            metadata=self.access_log_fields(),
         )
 
     async def on_request_body(self, message: pb.HttpBody) -> pb.ProcessingResponse:
@@ -162,7 +166,9 @@ class Call:
         if self.facts.body is not None:
             set_headers["content-length"] = str(len(sent))
         return messages.request_body_reply(
-            self.facts.body, set_headers=set_headers or None
+            self.facts.body,
+            set_headers=set_headers or None,
+            metadata=self.access_log_fields(),
         )
 
     # Response side: never raises.
@@ -183,9 +189,7 @@ class Call:
         self._open_reader(headers)
         if message.end_of_stream:
             self._finish_body()
-        # Sent now as well as at the end of the body: a stream the client
-        # cuts never reaches its end, and its access log line still needs
-        # the request id that joins it to its ledger entry.
+        # An answer without a body is priced here: its cost goes to the log.
         return messages.response_headers_reply(
             set_headers, metadata=self.access_log_fields()
         )
@@ -312,16 +316,33 @@ class Call:
         log.warning("call settled into the local journal", extra=fields)
 
     def access_log_fields(self) -> dict[str, Any]:
-        """What Envoy's access log gets as dynamic metadata."""
+        """What Envoy's access log gets as dynamic metadata: what is known
+        of the call so far.
+
+        The request id and identity once the request headers are read; the
+        decision once made (``allowed`` once reserved, ``unmetered`` for a
+        pass-through); the cost and outcome once priced. A call whose line
+        Envoy writes before it is priced (a client that hangs up before the
+        last event) is settled later, so its cost is only in the ledger.
+        """
         fields: dict[str, Any] = {
             "request_id": self.request_id,
             "identity": self.identity or "",
-            "decision": "allowed" if self.reserved is not None else "unmetered",
         }
+        decision = self._decision()
+        if decision is not None:
+            fields["decision"] = decision
         if self.cost_micro_usd is not None and self.charge is not None:
             fields["cost_micro_usd"] = self.cost_micro_usd
             fields["outcome"] = self.charge.outcome
         return fields
+
+    def _decision(self) -> str | None:
+        if self.reserved is not None:
+            return "allowed"
+        if self.route is not None and self.endpoint is None:
+            return "unmetered"
+        return None
 
     # Steps.
 

@@ -58,23 +58,30 @@ def header_mutation(
 
 
 def request_headers_reply(
-    mutation: pb.HeaderMutation | None = None, *, skip_response_body: bool = False
+    mutation: pb.HeaderMutation | None = None,
+    *,
+    skip_response_body: bool = False,
+    metadata: dict[str, Any] | None = None,
 ) -> pb.ProcessingResponse:
     reply = pb.ProcessingResponse(
         request_headers=pb.HeadersResponse(response=_common(mutation))
     )
     if skip_response_body:
         reply.mode_override.response_body_mode = BODY_NONE
-    return reply
+    return _with_metadata(reply, metadata)
 
 
 def request_body_reply(
-    body: bytes | None = None, set_headers: dict[str, str] | None = None
+    body: bytes | None = None,
+    set_headers: dict[str, str] | None = None,
+    *,
+    metadata: dict[str, Any] | None = None,
 ) -> pb.ProcessingResponse:
     common = _common(header_mutation(set_headers) if set_headers else None)
     if body is not None:
         common.body_mutation.body = body
-    return pb.ProcessingResponse(request_body=pb.BodyResponse(response=common))
+    reply = pb.ProcessingResponse(request_body=pb.BodyResponse(response=common))
+    return _with_metadata(reply, metadata)
 
 
 def response_headers_reply(
@@ -89,18 +96,15 @@ def response_headers_reply(
     )
     if skip_body:
         reply.mode_override.response_body_mode = BODY_NONE
-    if metadata:
-        reply.dynamic_metadata.CopyFrom(dynamic_metadata(metadata))
-    return reply
+    return _with_metadata(reply, metadata)
 
 
 def response_body_reply(
     metadata: dict[str, Any] | None = None,
 ) -> pb.ProcessingResponse:
-    reply = pb.ProcessingResponse(response_body=pb.BodyResponse())
-    if metadata:
-        reply.dynamic_metadata.CopyFrom(dynamic_metadata(metadata))
-    return reply
+    return _with_metadata(
+        pb.ProcessingResponse(response_body=pb.BodyResponse()), metadata
+    )
 
 
 def empty_reply(kind: str) -> pb.ProcessingResponse:
@@ -128,9 +132,7 @@ def immediate_reply(
             details=details,
         )
     )
-    if metadata:
-        reply.dynamic_metadata.CopyFrom(dynamic_metadata(metadata))
-    return reply
+    return _with_metadata(reply, metadata)
 
 
 def dynamic_metadata(values: dict[str, Any]) -> struct_pb2.Struct:
@@ -139,6 +141,21 @@ def dynamic_metadata(values: dict[str, Any]) -> struct_pb2.Struct:
     struct = struct_pb2.Struct()
     struct.update({METADATA_NAMESPACE: {k: str(v) for k, v in values.items()}})
     return struct
+
+
+def _with_metadata(
+    reply: pb.ProcessingResponse, metadata: dict[str, Any] | None
+) -> pb.ProcessingResponse:
+    """``reply`` carrying ``metadata`` for Envoy, if there is any.
+
+    Any reply may carry it, a request-phase one too. Envoy merges each
+    reply's fields into the namespace it holds for the request (a later
+    value replaces an earlier one of the same key), and an access log line
+    shows what had arrived when Envoy wrote it.
+    """
+    if metadata:
+        reply.dynamic_metadata.CopyFrom(dynamic_metadata(metadata))
+    return reply
 
 
 def _common(mutation: pb.HeaderMutation | None) -> pb.CommonResponse:

@@ -15,6 +15,7 @@ import secrets
 import socket
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,6 +29,7 @@ DELAY_HEADER = "x-replay-delay-ms"
 GZIP_HEADER = "x-replay-gzip"
 CUT_HEADER = "x-replay-cut-after"  # bytes streamed before the stand-in resets
 LINGER_HEADER = "x-replay-linger-ms"  # pause after the last event, before the end
+HOLD_HEADER = "x-replay-hold-ms"  # pause before the answer's headers
 
 
 def meta(name: str) -> dict[str, Any]:
@@ -63,6 +65,7 @@ def replay_responder(request: RecordedRequest) -> Reply:
         return Reply(
             200, {"content-type": "application/json"}, [json.dumps(token).encode()]
         )
+    time.sleep(int(request.headers.get(HOLD_HEADER, "0")) / 1000)
     name = request.headers.get(REPLAY_HEADER, "")
     if not (FIXTURES / f"{name}.meta.json").exists():
         return Reply(500, {"content-type": "text/plain"}, [b"no such fixture"])
@@ -204,6 +207,31 @@ def exchange_raw(port: int, request: bytes, *, timeout_s: float = 10.0) -> bytes
             received.append(part)
 
     return b"".join(received)
+
+
+def post_and_hang_up_unanswered(
+    port: int,
+    path: str,
+    body: dict[str, Any],
+    headers: dict[str, str],
+    *,
+    once: Callable[[], bool],
+    timeout_s: float = 10.0,
+) -> None:
+    """Send a request and drop the socket without reading a byte of the
+    answer, as soon as ``once()`` holds (say, once the upstream has it)."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    connection.request(
+        "POST",
+        path,
+        body=json.dumps(body).encode(),
+        headers={"content-type": "application/json", **headers},
+    )
+    deadline = time.monotonic() + timeout_s
+    while not once():
+        assert time.monotonic() < deadline, "the condition to hang up never held"
+        time.sleep(0.02)
+    _hang_up(connection)
 
 
 def _post_json(

@@ -11,8 +11,10 @@ import pytest
 from tests.e2e.harness import (
     CUT_HEADER,
     DELAY_HEADER,
+    HOLD_HEADER,
     LINGER_HEADER,
     REPLAY_HEADER,
+    post_and_hang_up_unanswered,
     read_until_and_hang_up,
 )
 
@@ -150,6 +152,48 @@ def test_access_log_of_a_cut_stream_names_its_request_and_caller(
     assert (identity, "allowed") == (entries[0]["identity"], entries[0]["decision"])
 
 
+def test_access_log_of_a_call_cut_before_its_answer_joins_its_charge(
+    gateway, identity
+) -> None:
+    body = {**STREAM_BODY, "messages": [{"role": "user", "content": identity}]}
+    headers = {
+        "x-tollgate-identity": identity,
+        REPLAY_HEADER: "openai_chat_stream_include_usage",
+        HOLD_HEADER: "3000",
+    }
+
+    post_and_hang_up_unanswered(
+        gateway.client.port,
+        CHAT,
+        body,
+        headers,
+        once=lambda: _upstream_has(gateway, identity),
+    )
+
+    charge = _eventually(lambda: _charge_of(gateway, identity))
+    assert charge, "the call cut before its answer was not charged"
+    line = _access_log_line(gateway, charge["request_id"])
+    assert ("estimated_no_response", identity, "allowed") == (
+        charge["outcome"],
+        line["identity"],
+        line["decision"],
+    )
+
+
+def _upstream_has(gateway, marker: str) -> bool:
+    return any(marker.encode() in r.body for r in gateway.standin.requests)
+
+
+def _charge_of(gateway, identity: str) -> dict | None:
+    """The one ledger entry booked to ``identity``, if it has landed."""
+    rows = gateway.ledger.client.xrange(gateway.ledger.prefix + "ledger")
+    for _, fields in rows:
+        entry = {k.decode(): v.decode() for k, v in fields.items()}
+        if json.loads(entry["detail"])["identity"] == identity:
+            return entry
+    return None
+
+
 def test_access_log_carries_the_cost(gateway, identity) -> None:
     response = gateway.client.post(
         CHAT, BODY, {"x-tollgate-identity": identity, REPLAY_HEADER: FIXTURE}
@@ -207,7 +251,7 @@ def _access_log_line(gateway, request_id: str) -> dict:
         return [json.loads(line) for line in lines if request_id in line]
 
     entries = _eventually(logged)
-    assert entries, "no access log line for the request"
+    assert entries, f"no access log line names the request {request_id}"
     return entries[0]
 
 
