@@ -70,7 +70,6 @@ def report(
             output_cap_tokens=pricing.default_max_output_tokens if cap is None else cap,
             status=status,
             reading=reading,
-            response_bytes=len(body),
             response_complete=True,
         )
     )

@@ -11,6 +11,21 @@ output beside generated text from a call that generates any (servers that
 fill the usage object with zeros they did not count). An upstream error that
 reports no usage, or every count as zero, is not charged, since providers do
 not bill refused calls.
+
+A length estimate is the same for every provider and for a body cut at any
+point: the input the response reported, else one token per four bytes of
+the request; the output the response reported so far or the text it
+carried, whichever is more, up to the request's output cap. The text is
+what the provider generated (content, reasoning, tool-call arguments),
+never the JSON and event framing around it; a part of the body that could
+not be read (an event that does not parse, one cut in its middle) counts
+whole, since its text is unknown. So a stream cut before its first word costs its prompt.
+
+A call cut before any answer came (the client gone before the response
+headers) depends on how it was asked for. A provider stops a stream whose
+connection closes, and none of its text arrived: its prompt, as above. A
+non-streamed answer may still be generated and billed whole, and its size
+is never seen: the prompt and the output cap the reservation held.
 """
 
 from __future__ import annotations
@@ -54,8 +69,8 @@ class CallFacts:
     output_cap_tokens: int
     status: int | None = None  # None: no response headers arrived
     reading: Reading | None = None
-    response_bytes: int = 0
     response_complete: bool = False
+    streaming: bool = False  # the request asked for a stream
 
 
 def decide_charge(facts: CallFacts) -> Charge:
@@ -63,8 +78,7 @@ def decide_charge(facts: CallFacts) -> Charge:
     if not facts.billable:
         return Charge(None, False, FREE)
     if facts.status is None:
-        usage = Usage(_length_tokens(facts.request_bytes), facts.output_cap_tokens)
-        return Charge(usage, True, ESTIMATED_NO_RESPONSE)
+        return Charge(_unanswered(facts), True, ESTIMATED_NO_RESPONSE)
 
     reading = facts.reading or Reading(usage=None, problem="no reader", complete=False)
     if reading.usage is not None:
@@ -80,6 +94,11 @@ def decide_charge(facts: CallFacts) -> Charge:
     estimate = _estimate(facts, reading)
     outcome = ESTIMATED_CUT if not complete else ESTIMATED_NO_USAGE
     return Charge(estimate, True, outcome)
+
+
+def _unanswered(facts: CallFacts) -> Usage:
+    output = 0 if facts.streaming else facts.output_cap_tokens
+    return Usage(_length_tokens(facts.request_bytes), output)
 
 
 def _plausible(usage: Usage, reading: Reading, output_cap_tokens: int) -> bool:
@@ -111,7 +130,7 @@ def _upstream_refused(facts: CallFacts, reading: Reading) -> bool:
 
 def _estimate(facts: CallFacts, reading: Reading) -> Usage:
     seen = reading.usage or Usage()
-    generated = reading.text_chars or facts.response_bytes
+    generated = reading.text_chars + reading.unread_chars
     output = min(facts.output_cap_tokens, _length_tokens(generated))
 
     return Usage(

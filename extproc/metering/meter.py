@@ -62,9 +62,10 @@ class ResponseMeter:
 
     The reader is chosen once the first bytes of the decoded body are seen
     (``body_format``); ``headers`` (the response's) supply usage where the
-    family reports it there and the body carries none. A body that cannot be decoded or read leaves a
-    ``problem`` in the final ``Reading`` instead of raising: metering never
-    fails a call that policy allowed.
+    family reports it there and the body carries none. A body that cannot be
+    decoded or read leaves a ``problem`` in the final ``Reading`` instead of
+    raising: metering never fails a call that policy allowed. The bytes that
+    never reached the reader then count as unread (``Reading.unread_chars``).
     """
 
     def __init__(
@@ -76,7 +77,7 @@ class ResponseMeter:
         content_encoding: str = "identity",
         headers: Mapping[str, str] | None = None,
     ) -> None:
-        self.bytes_seen = 0
+        self._unread_bytes = 0  # fed, but never reached a reader
         self._headers = headers or {}
         self._family = family
         self._endpoint = endpoint
@@ -91,12 +92,15 @@ class ResponseMeter:
             self._problem = f"cannot meter this response: {exc}"
 
     def feed(self, chunk: bytes) -> None:
-        self.bytes_seen += len(chunk)
         if self._decoder is None:
+            self._unread_bytes += len(chunk)
             return
         try:
             self._take(self._decoder.feed(chunk))
         except Exception as exc:  # metering never fails a call policy allowed
+            # Some of the chunk may have been read: counting it all as
+            # unread errs towards charging more, never nothing.
+            self._unread_bytes += len(chunk)
             self._fail(exc)
 
     @property
@@ -117,12 +121,18 @@ class ResponseMeter:
                 self._problem = f"metering failed: {type(exc).__name__}: {exc}"
         self._decoder = None
         reader, self._reader = self._reader, None
+        unread = self._unread_bytes + len(self._head)
         if reader is None:
             return Reading(
-                usage=None, problem=self._problem or "no reader", complete=False
+                usage=None,
+                problem=self._problem or "no reader",
+                complete=False,
+                unread_chars=unread,
             )
 
         reading = self._with_header_usage(reader.finish())
+        if unread:
+            reading = replace(reading, unread_chars=reading.unread_chars + unread)
         if self._problem:
             return _with_problem(reading, self._problem)
         return reading

@@ -1,8 +1,8 @@
 """Building blocks that the provider families assemble their readers from.
 
 - ``Tally`` collects what a reader saw (usage, model, finish reasons,
-  problems, generated text length, whether the body reached its last event)
-  and freezes it into a ``Reading``.
+  problems, generated text length, body left unread, whether the body
+  reached its last event) and freezes it into a ``Reading``.
 - ``count`` reads one token counter from a provider's usage object.
 - ``JsonBodyReader`` buffers a plain JSON body (bounded) and interprets it.
 - ``EventReader`` is the base of readers that see a body as a sequence of
@@ -113,9 +113,12 @@ class Tally:
 
     Later usage replaces earlier usage (providers send cumulative counts);
     problems are kept without repeats, at most six, provider errors first;
-    ``text_chars`` counts generated text for a length estimate; ``complete``
-    turns False when the body ended before its last event or an event was
-    dropped unread; ``ended`` turns True when that last event was seen.
+    ``text_chars`` counts generated text for a length estimate, and
+    ``unread_chars`` the body the reader could not interpret (an event that
+    does not parse, one cut in its middle, one dropped for its size), whose
+    text is unknown; ``complete`` turns False when the body ended before its
+    last event or an event was dropped unread; ``ended`` turns True when
+    that last event was seen.
     A usage followed by one that could not be read is stale: the reading
     is then not whole, until a readable usage replaces it.
     """
@@ -127,6 +130,7 @@ class Tally:
         self.finish_reasons: list[str] = []
         self.problems: list[str] = []
         self.text_chars = 0
+        self.unread_chars = 0
         self.complete = True
         self.ended = False
         self.service_tier: str | None = None
@@ -156,6 +160,15 @@ class Tally:
         """Count the generated text in ``fragment`` (a delta, a message...)."""
         self.text_chars += text_chars(fragment)
 
+    def see_unread(self, chars: int) -> None:
+        """``chars`` of the body could not be interpreted."""
+        self.unread_chars += chars
+
+    def note_unparseable(self, chars: int) -> None:
+        """An event of ``chars`` characters did not parse."""
+        self.see_unread(chars)
+        self.note("unparseable event data")
+
     def note(self, problem: str) -> None:
         if problem not in self.problems and len(self.problems) < _MAX_PROBLEMS:
             self.problems.append(problem)
@@ -169,11 +182,12 @@ class Tally:
         self._usage_unread = True
         self.note(f"malformed usage: {exc}")
 
-    def note_dropped(self, events: int) -> None:
-        """``events`` events too large to hold were dropped unread. What they
-        said (a last chunk with an image and the usage, say) is unknown, so
-        the reading is not whole."""
+    def note_dropped(self, events: int, chars: int) -> None:
+        """``events`` events too large to hold, ``chars`` characters or more,
+        were dropped unread. What they said (a last chunk with an image and
+        the usage, say) is unknown, so the reading is not whole."""
         self.complete = False
+        self.see_unread(chars)
         self.note(f"{events} oversized events dropped")
 
     def see_end(self) -> None:
@@ -199,13 +213,16 @@ class Tally:
             finish_reasons=tuple(self.finish_reasons),
             complete=self.complete and not stale,
             text_chars=self.text_chars,
+            unread_chars=self.unread_chars,
             service_tier=self.service_tier,
             ended=self.ended,
         )
 
 
 # Keys under which providers put generated text: message and delta content,
-# reasoning, tool-call arguments, Anthropic's partial JSON, Llama's generation.
+# reasoning, tool-call arguments, Anthropic's partial JSON, Llama's
+# generation, Titan's output text. Redacted reasoning is left out: it is
+# encrypted and signed, and its length is several times the thinking's.
 _TEXT_KEYS = frozenset(
     {
         "content",
@@ -217,15 +234,21 @@ _TEXT_KEYS = frozenset(
         "arguments",
         "partial_json",
         "generation",
+        "outputText",
         "delta",
         "input",
     }
 )
+# Keys under which a tool call's arguments come as an object, not as text
+# (Gemini's functionCall.args, a whole tool_use or toolUse block's input).
+_ARGUMENT_KEYS = frozenset({"args", "input", "arguments"})
 
 
 def text_chars(fragment: Any) -> int:
     """Characters of generated text in ``fragment``: a string itself, or
-    every string held under a text key at any depth of objects and lists."""
+    every string held under a text key at any depth of objects and lists,
+    and tool-call arguments sent as an object, counted as their compact
+    JSON. Keys, other values and the JSON around them count nothing."""
     if isinstance(fragment, str):
         return len(fragment)
     if isinstance(fragment, list):
@@ -235,12 +258,22 @@ def text_chars(fragment: Any) -> int:
 
     total = 0
     for key, value in fragment.items():
-        if not isinstance(value, str):
+        if isinstance(value, str):
+            total += len(value) if key in _TEXT_KEYS else 0
+        elif key in _ARGUMENT_KEYS and isinstance(value, Mapping):
+            total += _json_chars(value)
+        else:
             total += text_chars(value)
-        elif key in _TEXT_KEYS:
-            total += len(value)
 
     return total
+
+
+def _json_chars(value: Mapping[str, Any]) -> int:
+    """An object's length as compact JSON; an empty one (a placeholder that
+    the arguments are streamed into later) counts nothing."""
+    if not value:
+        return 0
+    return len(json.dumps(value, separators=(",", ":"), ensure_ascii=False))
 
 
 Interpret = Callable[[Any, Tally], None]
@@ -289,14 +322,21 @@ class JsonBodyReader(UsageReader):
         return tally.reading()
 
     def _parse(self, tally: Tally) -> Any:
+        """The body's object; a body not read whole counts as unread."""
         if self._seen_bytes > self._max_bytes:
+            tally.see_unread(self._seen_bytes)
             tally.note(f"body over {self._max_bytes} bytes; only its tail was read")
             return _tail_object(bytes(self._body), self._tail_keys)
         try:
-            return json.loads(self._body)
+            obj = json.loads(self._body)
         except (ValueError, RecursionError):
+            obj = None
+        if not isinstance(obj, Mapping):
+            tally.see_unread(self._seen_bytes)
             tally.note("unparseable JSON body")
             return None
+
+        return obj
 
 
 def _tail_object(tail: bytes, keys: tuple[str, ...]) -> dict[str, Any] | None:
@@ -367,7 +407,8 @@ class SseReader(EventReader):
     """An ``EventReader`` over Server-Sent Events.
 
     ``on_event`` gets each ``SseEvent``; ``load`` parses its data as a JSON
-    object or notes that it could not.
+    object or notes that it could not, counting the data as unread. An event
+    cut in its middle by the end of the body does not parse either.
     """
 
     def __init__(self, *, max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES) -> None:
@@ -383,7 +424,7 @@ class SseReader(EventReader):
         except (ValueError, RecursionError):
             obj = None
         if not isinstance(obj, dict):
-            self.tally.note("unparseable event data")
+            self.tally.note_unparseable(len(event.data))
             return None
 
         return obj
@@ -393,8 +434,9 @@ class SseReader(EventReader):
 
     def _split_end(self) -> None:
         self._deliver(self._parser.close())
-        if self._parser.dropped_events:
-            self.tally.note_dropped(self._parser.dropped_events)
+        dropped = self._parser.dropped_events
+        if dropped:
+            self.tally.note_dropped(dropped, dropped * self._parser.max_event_chars)
 
     def _deliver(self, events: list[SseEvent]) -> None:
         for event in events:
@@ -448,9 +490,12 @@ class JsonSequenceReader(EventReader):
             self._guard(self._take, element)
 
     def _split_end(self) -> None:
-        if self._splitter.dropped:
-            self.tally.note_dropped(self._splitter.dropped)
-        if self._splitter.pending:
+        splitter = self._splitter
+        if splitter.dropped:
+            chars = splitter.dropped * splitter.max_element_bytes
+            self.tally.note_dropped(splitter.dropped, chars)
+        if splitter.pending:
+            self.tally.see_unread(splitter.pending_bytes)
             self.tally.note_cut("the end of its JSON array")
 
     def _take(self, element: bytes) -> None:
@@ -459,7 +504,7 @@ class JsonSequenceReader(EventReader):
         except (ValueError, RecursionError):
             obj = None
         if not isinstance(obj, dict):
-            self.tally.note("unparseable event data")
+            self.tally.note_unparseable(len(element))
             return
         self.on_object(obj)
 
@@ -493,6 +538,14 @@ class JsonSplitter:
     def pending(self) -> bool:
         """True when the stream stopped inside a value."""
         return self._depth > 0
+
+    @property
+    def pending_bytes(self) -> int:
+        """The bytes held of an element not yet complete (0 while one too
+        large is being dropped: it is counted in ``dropped``)."""
+        if self._start is None or self._dropping:
+            return 0
+        return len(self._buf) - self._start
 
     def feed(self, data: bytes) -> list[bytes]:
         self._buf += data

@@ -69,6 +69,10 @@ class Reading:
     finish_reasons: tuple[str, ...] = ()
     complete: bool = True  # False when the body ended before its last event
     text_chars: int = 0  # generated text seen, for a length estimate
+    # Body the reader could not interpret (an event that did not parse, one
+    # cut in its middle, bytes that could not be decoded): its text is
+    # unknown, so a length estimate counts it whole.
+    unread_chars: int = 0
     service_tier: str | None = None  # the tier the provider says it served
     # True once the body sent the event its format ends with ([DONE],
     # message_stop...): a connection closed after it lost nothing.

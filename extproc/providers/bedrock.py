@@ -183,7 +183,8 @@ class BedrockStreamReader(EventReader):
     with the usage in ``metadata``, the last event (the stream has ended
     there, as at the invocation metrics or Anthropic's ``message_stop``).
     Exception frames become problems. A broken frame stops the reading,
-    since the framing cannot resynchronise.
+    since the framing cannot resynchronise: the rest of the body counts as
+    unread, and so does a frame cut in its middle by the end of the body.
     """
 
     def __init__(self) -> None:
@@ -191,18 +192,25 @@ class BedrockStreamReader(EventReader):
         self._frames = EventStreamBuffer()
         self._anthropic = AnthropicStream(self.tally)
         self._broken = False
+        self._held_bytes = 0  # fed but not yet part of a whole frame
 
     def _split(self, data: bytes) -> None:
         if self._broken:
+            self.tally.see_unread(len(data))
             return
         self._frames.add_data(data)
+        self._held_bytes += len(data)
         try:
             for frame in self._frames:
+                self._held_bytes -= frame.prelude.total_length
                 self._guard(self._take_frame, frame.headers, frame.payload)
         except ParserError as exc:
             self._broken = True
             self.tally.complete = False
             self.tally.note(f"event stream corrupt: {type(exc).__name__}")
+
+    def _split_end(self) -> None:
+        self.tally.see_unread(self._held_bytes)
 
     def on_end(self) -> None:
         if not (self.tally.ended or self._broken):
@@ -238,16 +246,17 @@ class BedrockStreamReader(EventReader):
         except ValueError:
             obj = None
         if not isinstance(obj, dict):
-            self.tally.note("unparseable event data")
+            self.tally.note_unparseable(len(payload))
             return None
 
         return obj
 
     def _unwrap(self, obj: Mapping[str, Any]) -> dict[str, Any] | None:
+        encoded = str(obj.get("bytes") or "")
         try:
-            payload = base64.b64decode(str(obj.get("bytes") or ""), validate=True)
+            payload = base64.b64decode(encoded, validate=True)
         except ValueError:
-            self.tally.note("unparseable event data")
+            self.tally.note_unparseable(len(encoded))
             return None
 
         return self._load(payload)

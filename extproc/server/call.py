@@ -625,8 +625,8 @@ class Call:
             output_cap_tokens=self.output_cap_tokens,
             status=self.status,
             reading=self._reading,
-            response_bytes=self._meter.bytes_seen if self._meter else 0,
             response_complete=self.response_complete,
+            streaming=bool(self.facts and self.facts.streaming),
         )
         self.charge = decide_charge(facts)
         if self.charge.usage is None:

@@ -64,11 +64,19 @@ def request(
     ]
 
 
-def response(body: bytes, content_type: str = "application/json", status: str = "200"):
+def response(
+    body: bytes,
+    content_type: str = "application/json",
+    status: str = "200",
+    *,
+    end: bool = True,
+):
+    """The response's messages; with ``end=False`` the body is cut after
+    ``body``, as when the client hangs up."""
     pairs = {":status": status, "content-type": content_type}
     return [
         pb.ProcessingRequest(response_headers=headers(pairs)),
-        pb.ProcessingRequest(response_body=pb.HttpBody(body=body, end_of_stream=True)),
+        pb.ProcessingRequest(response_body=pb.HttpBody(body=body, end_of_stream=end)),
     ]
 
 

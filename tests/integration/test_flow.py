@@ -6,9 +6,11 @@ import textwrap
 from pathlib import Path
 
 from tests.integration.flow import request, response, run_call
+from tests.provider_fixtures import FIXTURES
 
 EMBED = "/gemini/v1beta/models/text-embedding-004:embedContent"
 CHAT = "/openai/v1/chat/completions"
+STREAM_REQUEST = b'{"model":"gpt-4o-mini","stream":true,"messages":[]}'
 
 
 def _policy(extra_providers: str = "") -> str:
@@ -155,3 +157,44 @@ def test_a_host_naming_another_provider_than_the_path_is_refused_unreserved(
         outcome.level,
         outcome.ledger,
     )
+
+
+def _charged(url: str, messages, tmp_path: Path) -> tuple[str, int, int]:
+    """The outcome, input and output tokens of the call's one ledger entry."""
+    outcome = run_call(url, _policy(), messages, tmp_path / "journal.jsonl")
+    [entry] = outcome.ledger
+    usage = entry["detail"]["usage"]
+    return entry["outcome"], usage["input_tokens"], usage["output_tokens"]
+
+
+def test_stream_cut_after_its_role_only_chunk_is_charged_its_prompt_only(
+    redis_server, tmp_path: Path
+) -> None:
+    body = (FIXTURES / "openai_chat_stream_include_usage.sse").read_bytes()
+    first_event = body[: body.index(b"\n\n") + 2]
+    messages = request(CHAT, STREAM_REQUEST)
+    messages += response(first_event, "text/event-stream", end=False)
+
+    charged = _charged(redis_server.url, messages, tmp_path)
+
+    prompt = -(-len(STREAM_REQUEST) // 4)
+    assert ("estimated_cut", prompt, 0) == charged
+
+
+def test_stream_cut_before_its_answer_is_charged_its_prompt_only(
+    redis_server, tmp_path: Path
+) -> None:
+    charged = _charged(redis_server.url, request(CHAT, STREAM_REQUEST), tmp_path)
+
+    prompt = -(-len(STREAM_REQUEST) // 4)
+    assert ("estimated_no_response", prompt, 0) == charged
+
+
+def test_answer_cut_before_it_came_is_charged_its_output_cap(
+    redis_server, tmp_path: Path
+) -> None:
+    body = b'{"model":"gpt-4o-mini","max_tokens":300,"messages":[]}'
+
+    charged = _charged(redis_server.url, request(CHAT, body), tmp_path)
+
+    assert ("estimated_no_response", 300) == (charged[0], charged[2])

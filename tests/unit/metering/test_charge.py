@@ -16,7 +16,6 @@ def _facts(**overrides) -> CallFacts:
         output_cap_tokens=500,
         status=200,
         reading=Reading(usage=USAGE),
-        response_bytes=800,
         response_complete=True,
     )
     return CallFacts(**{**base, **overrides})
@@ -32,10 +31,20 @@ def test_free_endpoint_is_not_charged() -> None:
     assert (None, "free") == (decide_charge(_facts(billable=False)).usage, "free")
 
 
-def test_no_response_charges_the_reserved_output_cap() -> None:
-    charge = decide_charge(_facts(status=None, reading=None))
+def test_non_streamed_call_cut_before_its_answer_charges_the_output_cap() -> None:
+    charge = decide_charge(_facts(status=None, reading=None, streaming=False))
 
     assert (Usage(1000, 500), True, "estimated_no_response") == (
+        charge.usage,
+        charge.estimated,
+        charge.outcome,
+    )
+
+
+def test_stream_cut_before_its_answer_is_charged_its_prompt_only() -> None:
+    charge = decide_charge(_facts(status=None, reading=None, streaming=True))
+
+    assert (Usage(1000, 0), True, "estimated_no_response") == (
         charge.usage,
         charge.estimated,
         charge.outcome,
@@ -103,6 +112,22 @@ def test_cut_stream_keeps_reported_input_and_estimates_output() -> None:
         charge.usage.cache_read_tokens,
         charge.usage.output_tokens,
     )
+
+
+def test_cut_stream_without_generated_text_is_charged_its_prompt_only() -> None:
+    reading = Reading(usage=None, problem="stream ended before [DONE]", complete=False)
+
+    charge = decide_charge(_facts(reading=reading, response_complete=False))
+
+    assert (Usage(1000, 0), "estimated_cut") == (charge.usage, charge.outcome)
+
+
+def test_unread_body_counts_as_generated_text() -> None:
+    reading = Reading(usage=None, complete=False, text_chars=40, unread_chars=360)
+
+    charge = decide_charge(_facts(reading=reading, response_complete=False))
+
+    assert 100 == charge.usage.output_tokens
 
 
 def test_response_not_finished_is_estimated_even_with_usage() -> None:

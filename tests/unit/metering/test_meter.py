@@ -158,3 +158,38 @@ def test_gzip_stream_cut_after_its_last_event_reads_whole() -> None:
         reading.problem,
         reading.complete,
     )
+
+
+ROLE_ONLY_CHUNK = (
+    b'data: {"object":"chat.completion.chunk","model":"gpt-4o-mini","choices":'
+    b'[{"index":0,"delta":{"role":"assistant","content":""},"finish_reason":null}]}'
+    b"\n\n"
+)
+
+
+def test_events_without_generated_text_count_nothing() -> None:
+    reading = meter(ROLE_ONLY_CHUNK, "text/event-stream")
+
+    assert (0, 0) == (reading.text_chars, reading.unread_chars)
+
+
+def test_event_cut_in_its_middle_counts_its_data_as_unread() -> None:
+    partial = b'data: {"choices":[{"delta":{"content":"Hello wor'
+
+    reading = meter(ROLE_ONLY_CHUNK + partial, "text/event-stream")
+
+    assert len(partial) - len(b"data: ") == reading.unread_chars
+
+
+def test_unparseable_json_body_counts_as_unread() -> None:
+    body = b'{"choices":[{"message":{"content":"cut sho'
+
+    assert len(body) == meter(body, "application/json").unread_chars
+
+
+def test_body_that_cannot_be_decoded_counts_as_unread() -> None:
+    body = b"this is not gzip at all, but it says it is"
+
+    reading = meter(body, "text/event-stream", content_encoding="gzip")
+
+    assert len(body) == reading.unread_chars

@@ -299,6 +299,51 @@ def test_corrupt_frame_is_a_problem_not_an_exception() -> None:
     assert "event stream corrupt: ChecksumMismatch" == reading.problem
 
 
+def test_frames_after_a_corrupt_one_count_as_unread() -> None:
+    good = frame(
+        {":message-type": "event", ":event-type": "contentBlockDelta"},
+        {"delta": {"text": "Hi"}},
+    )
+    corrupt = bytearray(good)
+    corrupt[-1] ^= 0xFF
+
+    reading = meter(
+        "/model/m/converse-stream",
+        good + bytes(corrupt) + good,
+        "application/vnd.amazon.eventstream",
+        step=len(good),
+    )
+
+    assert (2, 2 * len(good)) == (reading.text_chars, reading.unread_chars)
+
+
+def test_frame_cut_in_its_middle_counts_as_unread() -> None:
+    whole = frame(
+        {":message-type": "event", ":event-type": "contentBlockDelta"},
+        {"delta": {"text": "Hi"}},
+    )
+
+    reading = meter(
+        "/model/m/converse-stream",
+        whole + whole[:30],
+        "application/vnd.amazon.eventstream",
+    )
+
+    assert (2, 30) == (reading.text_chars, reading.unread_chars)
+
+
+def test_titan_invoke_stream_counts_its_output_text() -> None:
+    body = chunk({"outputText": "Hello", "index": 0, "totalOutputTextTokenCount": 2})
+
+    reading = meter(
+        "/model/amazon.titan-text-express-v1/invoke-with-response-stream",
+        body,
+        "application/vnd.amazon.eventstream",
+    )
+
+    assert 5 == reading.text_chars
+
+
 def test_error_body_is_a_bare_message() -> None:
     assert {"message": "Over budget."} == json.loads(
         BEDROCK.error_body(429, "budget_exceeded", "Over budget.")

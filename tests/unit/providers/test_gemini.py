@@ -136,6 +136,31 @@ def test_json_array_stream_cut_mid_array_notes_it() -> None:
     assert "stream ended before the end of its JSON array" in reader.finish().problem
 
 
+def test_json_array_stream_cut_inside_an_element_counts_it_as_unread() -> None:
+    whole = json.dumps(chunk(3)).encode()
+    body = b"[" + whole + b"," + whole[:20]
+    endpoint = GEMINI.endpoint_for("POST", "/v1beta/models/m:streamGenerateContent")
+    reader = GEMINI.open_reader(
+        endpoint, streaming=True, content_type="application/json"
+    )
+    reader.feed(body)
+
+    reading = reader.finish()
+    assert (1, 20) == (reading.text_chars, reading.unread_chars)
+
+
+def test_function_call_arguments_count_as_generated_text() -> None:
+    call = {"functionCall": {"name": "weather", "args": {"city": "Paris"}}}
+    body = {"candidates": [{"content": {"parts": [call]}}]}
+    endpoint = GEMINI.endpoint_for("POST", VERTEX_PATH)
+    reader = GEMINI.open_reader(
+        endpoint, streaming=True, content_type="text/event-stream"
+    )
+    reader.feed(f"data: {json.dumps(body)}\n\n".encode())
+
+    assert len('{"city":"Paris"}') == reader.finish().text_chars
+
+
 def test_sse_stream_without_finish_reason_notes_the_cut() -> None:
     endpoint = GEMINI.endpoint_for("POST", VERTEX_PATH)
     reader = GEMINI.open_reader(
