@@ -320,10 +320,11 @@ class Call:
         of the call so far.
 
         The request id and identity once the request headers are read; the
-        decision once made (``allowed`` once reserved, ``unmetered`` for a
-        pass-through); the cost and outcome once priced. A call whose line
-        Envoy writes before it is priced (a client that hangs up before the
-        last event) is settled later, so its cost is only in the ledger.
+        decision (``pending`` until a metered call is admitted, then
+        ``allowed``; ``unmetered`` for a pass-through); the cost and outcome
+        once priced. A call whose line Envoy writes before it is priced (a
+        client that hangs up before the last event) is settled later, so its
+        cost is only in the ledger.
         """
         fields: dict[str, Any] = {
             "request_id": self.request_id,
@@ -340,9 +341,9 @@ class Call:
     def _decision(self) -> str | None:
         if self.reserved is not None:
             return "allowed"
-        if self.route is not None and self.endpoint is None:
-            return "unmetered"
-        return None
+        if self.route is None:
+            return None
+        return "unmetered" if self.endpoint is None else "pending"
 
     # Steps.
 

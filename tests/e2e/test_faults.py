@@ -174,6 +174,29 @@ def test_client_gone_while_its_reservation_is_in_flight_is_charged_nothing(
     )
 
 
+def test_access_log_of_a_client_gone_while_it_was_admitted_says_pending(
+    slow_redis_gateway,
+) -> None:
+    gateway, relay = slow_redis_gateway
+    _stream_in_background(gateway, "warm", delay_ms=0).join(30)  # scripts loaded
+    relay.delay_s = 0.15  # the decision reaches Envoy after the client left
+
+    _send_and_hang_up(gateway.client.port, "hasty", after_s=0.06)
+
+    line = _wait_for(lambda: _access_log_line_of(gateway, "hasty"), 10)
+    relay.delay_s = 0.0
+    assert ("pending", True) == (line["decision"], bool(line["tollgate_request_id"]))
+
+
+def _access_log_line_of(gateway, identity: str) -> dict | None:
+    path = gateway.envoy.access_log_path
+    for line in path.read_text().splitlines() if path.exists() else []:
+        record = json.loads(line)
+        if record.get("identity") == identity:
+            return record
+    return None
+
+
 def test_refusal_after_a_late_reservation_reply_is_charged_nothing(
     slow_redis_gateway,
 ) -> None:
