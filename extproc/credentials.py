@@ -48,13 +48,27 @@ CLIENT_CREDENTIAL_HEADERS = (
 )
 _CREDENTIAL_HEADER_PREFIX = "x-amz-"
 
-# Query parameters by which a provider accepts a credential (Gemini's
-# ``key``, Azure's ``api-key``, Google's ``access_token``, the parts of a
+# Query parameters by which a provider accepts a credential or chooses
+# what the gateway's credential is billed to (Gemini's ``key``, Azure's
+# ``api-key``, Azure API Management's ``subscription-key``, Google's
+# ``access_token``, ``oauth_token`` and ``userProject``, the parts of a
 # presigned AWS URL); removed from every request like the headers.
+# Compared in lower case.
 CLIENT_CREDENTIAL_QUERY_PARAMETERS = frozenset(
-    {"key", "api-key", "api_key", "apikey", "access_token"}
+    {
+        "key",
+        "api-key",
+        "api_key",
+        "apikey",
+        "subscription-key",
+        "access_token",
+        "oauth_token",
+        "userproject",
+    }
 )
 _CREDENTIAL_QUERY_PREFIX = "x-amz-"
+# Google reads every system parameter also under a "$" name ("$key").
+_GOOGLE_SYSTEM_PARAMETER_MARK = "$"
 
 
 def client_credential_headers(sent: Mapping[str, str]) -> list[str]:
@@ -88,9 +102,10 @@ def without_query_credentials(path: str) -> str:
 
 
 def _is_credential(item: str) -> bool:
-    # Servers read "key[]", "KEY" or "key%00" as "key"; so does this.
+    # Servers read "key[]", "KEY", "key%00" or "%24key" as "key"; so does this.
     name = unquote_plus(item.partition("=")[0]).lower()
     name = name.strip("\x00\t ").removesuffix("[]").strip("\x00\t ")
+    name = name.removeprefix(_GOOGLE_SYSTEM_PARAMETER_MARK)
     return name in CLIENT_CREDENTIAL_QUERY_PARAMETERS or name.startswith(
         _CREDENTIAL_QUERY_PREFIX
     )

@@ -65,6 +65,13 @@ def test_secret_never_prints_its_value() -> None:
         "access_token=ya29",
         "X-Amz-Signature=abc",
         "X-Amz-Credential=AKIA%2F20261204",
+        "$key=AIza",
+        "%24key=AIza",
+        "oauth_token=ya29",
+        "$oauth_token=ya29",
+        "userProject=client-project",
+        "%24userProject=client-project",
+        "subscription-key=apim",
     ],
 )
 def test_credential_query_parameters_are_removed_and_the_rest_kept(query) -> None:
