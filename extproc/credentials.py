@@ -240,8 +240,10 @@ def _stamp(path: str) -> tuple[int, int, int]:
 
 
 def _read_file(path: str) -> Secret:
+    """The stripped text of ``path``; a leading byte order mark (editors on
+    Windows write one) is not part of it."""
     try:
-        with open(path, encoding="utf-8") as handle:
+        with open(path, encoding="utf-8-sig") as handle:
             value = handle.read().strip()
     except (OSError, UnicodeDecodeError) as exc:
         raise CredentialError(f"credential file {path} cannot be read") from exc

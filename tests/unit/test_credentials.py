@@ -110,3 +110,11 @@ def test_a_gateway_key_in_any_header_is_removed() -> None:
 
     assert "x-my-auth" in removed
     assert not {":path", "user-agent"} & set(removed)
+
+
+def test_byte_order_mark_of_a_key_file_is_not_part_of_the_key(tmp_path: Path) -> None:
+    (tmp_path / "key").write_bytes("\ufeffsk-ant-123\r\n".encode())
+
+    secret = CredentialReader().read(CredentialSource(file=str(tmp_path / "key")))
+
+    assert "sk-ant-123" == secret.reveal()
