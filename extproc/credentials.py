@@ -144,15 +144,20 @@ class CredentialReader:
     """
 
     def __init__(self) -> None:
-        self._files: dict[str, _FileState] = {}
+        self._files: dict[tuple[str, bool], _FileState] = {}
         self._lock = threading.Lock()
         self._google: dict[str, GoogleTokens] = {}
 
     def read(self, source: CredentialSource) -> Secret:
-        """The current secret of ``source``. Raises ``CredentialError``."""
+        """The current secret of ``source``. Raises ``CredentialError``.
+
+        A ``raw`` secret goes into a header as it is, so it must be one line
+        of printable ASCII; a service account key is JSON and may span lines.
+        """
+        one_line = source.format == "raw"
         if source.env is not None:
-            return _from_env(source.env)
-        return self._from_file(source.file or "")
+            return _from_env(source.env, one_line=one_line)
+        return self._from_file(source.file or "", one_line=one_line)
 
     async def current(self, source: CredentialSource) -> Secret:
         """``read``, plus minted tokens for ``google_service_account``
@@ -163,16 +168,16 @@ class CredentialReader:
         tokens = self._google.setdefault(key, GoogleTokens(lambda: self.read(source)))
         return await tokens.token()
 
-    def _from_file(self, path: str) -> Secret:
+    def _from_file(self, path: str, *, one_line: bool) -> Secret:
         with self._lock:
-            state = self._files.setdefault(path, _FileState())
+            state = self._files.setdefault((path, one_line), _FileState())
             now = time.monotonic()
             if state.secret is not None and now - state.checked_at < _FILE_RECHECK_S:
                 return state.secret
             state.checked_at = now
             stamp = _stamp(path)
             if state.secret is None or stamp != state.stamp:
-                state.secret = _read_file(path)
+                state.secret = _read_file(path, one_line=one_line)
                 state.stamp = stamp
             return state.secret
 
@@ -224,11 +229,22 @@ class GoogleTokens:
         self._credentials = credentials
 
 
-def _from_env(name: str) -> Secret:
+def _from_env(name: str, *, one_line: bool) -> Secret:
     value = os.environ.get(name, "").strip()
     if not value:
         raise CredentialError(f"environment variable {name} is not set or empty")
+    if one_line and not _header_safe(value):
+        raise CredentialError(f"environment variable {name} {_NOT_ONE_LINE}")
     return Secret(value)
+
+
+# Said of a secret that would make Envoy fail the request (a line break, a
+# NUL) or reach the provider as bytes no key is made of; never its value.
+_NOT_ONE_LINE = "is not one line of printable ASCII, as a key in a header must be"
+
+
+def _header_safe(value: str) -> bool:
+    return value.isascii() and value.isprintable()
 
 
 def _stamp(path: str) -> tuple[int, int, int]:
@@ -239,9 +255,10 @@ def _stamp(path: str) -> tuple[int, int, int]:
     return (info.st_ino, info.st_size, info.st_mtime_ns)
 
 
-def _read_file(path: str) -> Secret:
+def _read_file(path: str, *, one_line: bool) -> Secret:
     """The stripped text of ``path``; a leading byte order mark (editors on
-    Windows write one) is not part of it."""
+    Windows write one) is not part of it. With ``one_line``, a text that
+    no header can carry is refused."""
     try:
         with open(path, encoding="utf-8-sig") as handle:
             value = handle.read().strip()
@@ -249,4 +266,6 @@ def _read_file(path: str) -> Secret:
         raise CredentialError(f"credential file {path} cannot be read") from exc
     if not value:
         raise CredentialError(f"credential file {path} is empty")
+    if one_line and not _header_safe(value):
+        raise CredentialError(f"credential file {path} {_NOT_ONE_LINE}")
     return Secret(value)

@@ -118,3 +118,33 @@ def test_byte_order_mark_of_a_key_file_is_not_part_of_the_key(tmp_path: Path) ->
     secret = CredentialReader().read(CredentialSource(file=str(tmp_path / "key")))
 
     assert "sk-ant-123" == secret.reveal()
+
+
+@pytest.mark.parametrize(
+    "content", ["sk-one\nsk-two\n", "sk-\x00nul", "sk-caf\u00e9", "sk-one\r\nsk-two"]
+)
+def test_key_file_no_header_can_carry_is_an_error_not_echoing_it(
+    tmp_path: Path, content: str
+) -> None:
+    (tmp_path / "key").write_text(content, newline="")
+
+    with pytest.raises(CredentialError, match="one line of printable ASCII") as info:
+        CredentialReader().read(CredentialSource(file=str(tmp_path / "key")))
+
+    assert "sk-" not in str(info.value)
+
+
+def test_env_credential_with_two_lines_is_an_error(monkeypatch) -> None:
+    monkeypatch.setenv("T_KEY", "sk-one\nsk-two")
+
+    with pytest.raises(CredentialError, match="T_KEY"):
+        CredentialReader().read(CredentialSource(env="T_KEY"))
+
+
+def test_service_account_key_may_span_lines(tmp_path: Path) -> None:
+    (tmp_path / "sa.json").write_text('{\n  "type": "service_account"\n}\n')
+    source = CredentialSource(
+        file=str(tmp_path / "sa.json"), format="google_service_account"
+    )
+
+    assert '"service_account"' in CredentialReader().read(source).reveal()
