@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import threading
 import time
@@ -24,6 +25,8 @@ import urllib3
 from extproc.errors import CredentialError
 from extproc.keys import holds_key
 from extproc.policy.model import CredentialSource
+
+log = logging.getLogger(__name__)
 
 # Headers that carry a credential in some provider's API, or that would let a
 # client choose what the gateway's credential is billed to (an OpenAI
@@ -133,6 +136,7 @@ class _FileState:
     stamp: tuple[int, int, int] | None = None
     secret: Secret | None = None
     checked_at: float = 0.0
+    broken: bool = False  # the file cannot be used; ``secret`` is the last good
 
 
 class CredentialReader:
@@ -140,7 +144,11 @@ class CredentialReader:
 
     A file is re-read when its inode, size or modification time changes
     (checked at most once a second), so a rotated key takes effect without a
-    restart. Shared by all policies of a process; thread-safe.
+    restart. A file that has been read once and is then missing, empty or
+    unusable (a rotation half done: truncated before it is rewritten, or
+    removed before it is written again) leaves its last good secret in
+    force, with one warning, until it can be read again. Shared by all
+    policies of a process; thread-safe.
     """
 
     def __init__(self) -> None:
@@ -175,10 +183,17 @@ class CredentialReader:
             if state.secret is not None and now - state.checked_at < _FILE_RECHECK_S:
                 return state.secret
             state.checked_at = now
-            stamp = _stamp(path)
-            if state.secret is None or stamp != state.stamp:
-                state.secret = _read_file(path, one_line=one_line)
-                state.stamp = stamp
+            try:
+                stamp = _stamp(path)
+                if state.secret is None or stamp != state.stamp:
+                    state.secret = _read_file(path, one_line=one_line)
+                    state.stamp = stamp
+            except CredentialError as exc:
+                if state.secret is None:
+                    raise
+                _keep_last_good(state, path, exc)
+                return state.secret
+            state.broken = False
             return state.secret
 
 
@@ -245,6 +260,17 @@ _NOT_ONE_LINE = "is not one line of printable ASCII, as a key in a header must b
 
 def _header_safe(value: str) -> bool:
     return value.isascii() and value.isprintable()
+
+
+def _keep_last_good(state: _FileState, path: str, exc: CredentialError) -> None:
+    """Note that the file at ``path`` broke; warn once per breakage."""
+    if state.broken:
+        return
+    state.broken = True
+    log.warning(
+        "credential file unusable, its last good credential stays in force",
+        extra={"path": path, "reason": str(exc)},
+    )
 
 
 def _stamp(path: str) -> tuple[int, int, int]:

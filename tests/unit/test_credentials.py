@@ -148,3 +148,25 @@ def test_service_account_key_may_span_lines(tmp_path: Path) -> None:
     )
 
     assert '"service_account"' in CredentialReader().read(source).reveal()
+
+
+@pytest.mark.parametrize("broken", ["emptied", "removed"])
+def test_key_file_broken_mid_rotation_keeps_the_last_key_steadily(
+    tmp_path: Path, monkeypatch, caplog, broken: str
+) -> None:
+    path = tmp_path / "key"
+    path.write_text("sk-last-good\n")
+    reader = CredentialReader()
+    source = CredentialSource(file=str(path))
+    reader.read(source)
+    if broken == "emptied":
+        path.write_text("")
+    else:
+        path.unlink()
+    monkeypatch.setattr(credentials, "_FILE_RECHECK_S", 0.0)
+
+    first, second = reader.read(source), reader.read(source)
+
+    assert ["sk-last-good"] * 2 == [first.reveal(), second.reveal()]
+    assert 1 == sum(r.levelname == "WARNING" for r in caplog.records)
+    assert "sk-last-good" not in caplog.text
