@@ -200,48 +200,93 @@ class CredentialReader:
 class GoogleTokens:
     """OAuth access tokens minted from a Google service account key.
 
-    A token is reused until five minutes before it expires; the refresh (an
-    HTTPS call to the key's ``token_uri``) runs in a worker thread, one at a
-    time, so the event loop never waits on Google. The key is re-read on each
-    refresh, so a rotated key file is picked up.
+    A token is sent until ``EXPIRY_SKEW_S`` before it expires. From
+    ``REFRESH_MARGIN_S`` before that, a new one is minted in the background
+    while the current one is still sent, so no call waits on Google and a
+    failed mint (Google unreachable, a bad key) costs nothing while the
+    current token lasts: it is logged and tried again ``RETRY_S`` later.
+    Only a call without a usable token waits for the mint, and it fails
+    fast with ``CredentialError`` while the last mint failed less than
+    ``RETRY_S`` ago. Mints run in a worker thread, one at a time, each
+    bounded by ``MINT_TIMEOUT_S`` per connection and read; the key is read
+    again for each, so a rotated key file is picked up.
     """
 
     REFRESH_MARGIN_S = 300
+    EXPIRY_SKEW_S = 30
+    RETRY_S = 5.0
+    MINT_TIMEOUT_S = 10.0
 
     def __init__(self, key_of: Callable[[], Secret]) -> None:
         self._key_of = key_of
         self._credentials: Any = None
-        self._lock = asyncio.Lock()
+        self._minting: asyncio.Task[None] | None = None
+        self._failure: CredentialError | None = None
+        self._failed_at = -self.RETRY_S
 
     async def token(self) -> Secret:
-        if not self._fresh():
-            async with self._lock:
-                if not self._fresh():
-                    await asyncio.to_thread(self._refresh)
+        """A token valid for ``EXPIRY_SKEW_S`` at least. Raises
+        ``CredentialError`` when there is none and none can be minted."""
+        left_s = self._seconds_left()
+        if left_s <= self.REFRESH_MARGIN_S and self._may_retry():
+            minting = self._mint_once()
+            if left_s <= self.EXPIRY_SKEW_S:
+                await asyncio.shield(minting)  # a call that leaves stops no mint
+
+        if self._seconds_left() <= self.EXPIRY_SKEW_S:
+            # A fresh error each time: re-raising the stored one would grow
+            # its traceback with every call.
+            reason = self._failure or "no usable Google access token"
+            raise CredentialError(str(reason)) from self._failure
         return Secret(self._credentials.token)
 
-    def _fresh(self) -> bool:
+    def _seconds_left(self) -> float:
         credentials = self._credentials
-        if credentials is None or not credentials.token or credentials.expiry is None:
-            return False
+        if credentials is None or not credentials.token:
+            return 0.0
+        if credentials.expiry is None:  # google-auth: a token without an end
+            return float("inf")
         left = credentials.expiry - datetime.now(UTC).replace(tzinfo=None)
-        return left.total_seconds() > self.REFRESH_MARGIN_S
+        return left.total_seconds()
 
-    def _refresh(self) -> None:
+    def _may_retry(self) -> bool:
+        running = self._minting is not None and not self._minting.done()
+        return running or time.monotonic() - self._failed_at >= self.RETRY_S
+
+    def _mint_once(self) -> asyncio.Task[None]:
+        """The mint in progress, or a new one."""
+        if self._minting is None or self._minting.done():
+            self._minting = asyncio.create_task(self._mint())
+        return self._minting
+
+    async def _mint(self) -> None:
+        try:
+            self._credentials = await asyncio.to_thread(self._refreshed)
+        except CredentialError as exc:
+            self._failure, self._failed_at = exc, time.monotonic()
+            log.warning("Google access token not minted", extra={"reason": str(exc)})
+            return
+        self._failure = None
+
+    def _refreshed(self) -> Any:
         from google.auth import exceptions, transport
         from google.oauth2 import service_account
 
+        timeout = urllib3.Timeout(connect=self.MINT_TIMEOUT_S, read=self.MINT_TIMEOUT_S)
         try:
             info = json.loads(self._key_of().reveal())
+            if not isinstance(info, dict):
+                raise TypeError("a service account key is a JSON object")
             credentials = service_account.Credentials.from_service_account_info(
                 info, scopes=["https://www.googleapis.com/auth/cloud-platform"]
             )
-            credentials.refresh(transport.urllib3.Request(urllib3.PoolManager()))
-        except (ValueError, KeyError, exceptions.GoogleAuthError) as exc:
+            pool = urllib3.PoolManager(timeout=timeout)
+            credentials.refresh(transport.urllib3.Request(pool))
+        except (ValueError, KeyError, TypeError, exceptions.GoogleAuthError) as exc:
             raise CredentialError(
                 f"cannot mint a Google access token: {type(exc).__name__}"
             ) from exc
-        self._credentials = credentials
+        return credentials
 
 
 def _from_env(name: str, *, one_line: bool) -> Secret:

@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 import os
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from google.auth import exceptions
+from google.oauth2 import service_account
 
 from extproc import credentials
 from extproc.credentials import CredentialReader, Secret
@@ -170,3 +177,78 @@ def test_key_file_broken_mid_rotation_keeps_the_last_key_steadily(
     assert ["sk-last-good"] * 2 == [first.reveal(), second.reveal()]
     assert 1 == sum(r.levelname == "WARNING" for r in caplog.records)
     assert "sk-last-good" not in caplog.text
+
+
+def _service_account_reader(
+    tmp_path: Path,
+) -> tuple[CredentialReader, CredentialSource]:
+    private_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = private_key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    ).decode()
+    info = {
+        "type": "service_account",
+        "private_key": pem,
+        "client_email": "tollgate@proj.iam.gserviceaccount.com",
+        "token_uri": "https://oauth2.invalid/token",
+    }
+    (tmp_path / "sa.json").write_text(json.dumps(info))
+    source = CredentialSource(
+        file=str(tmp_path / "sa.json"), format="google_service_account"
+    )
+    return CredentialReader(), source
+
+
+def _google_answers(monkeypatch, *answers: tuple[str, int] | Exception) -> None:
+    """Each refresh takes the next answer: a token valid for some seconds,
+    or an error."""
+    pending = list(answers)
+
+    def refresh(self, request) -> None:
+        answer = pending.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        self.token, valid_s = answer
+        self.expiry = datetime.now(UTC).replace(tzinfo=None) + timedelta(
+            seconds=valid_s
+        )
+
+    monkeypatch.setattr(service_account.Credentials, "refresh", refresh)
+
+
+async def test_failed_refresh_keeps_a_token_that_is_still_valid(
+    tmp_path: Path, monkeypatch, caplog
+) -> None:
+    reader, source = _service_account_reader(tmp_path)
+    _google_answers(
+        monkeypatch, ("ya29.first", 120), exceptions.TransportError("unreachable")
+    )
+    await reader.current(source)
+
+    token = await reader.current(source)
+    await asyncio.sleep(0.2)  # the refresh it started has failed by now
+
+    assert "ya29.first" == token.reveal()
+    assert any(r.levelname == "WARNING" for r in caplog.records)
+    assert "ya29.first" not in caplog.text
+
+
+async def test_no_token_and_a_failed_mint_is_an_error_not_retried_at_once(
+    tmp_path: Path, monkeypatch
+) -> None:
+    reader, source = _service_account_reader(tmp_path)
+    _google_answers(monkeypatch, exceptions.RefreshError("invalid_grant"))
+
+    for _ in range(2):  # a second mint would find no answer left
+        with pytest.raises(CredentialError, match="Google access token"):
+            await reader.current(source)
+
+
+async def test_token_about_to_expire_is_not_sent(tmp_path: Path, monkeypatch) -> None:
+    reader, source = _service_account_reader(tmp_path)
+    _google_answers(monkeypatch, ("ya29.short", 20))
+
+    with pytest.raises(CredentialError, match="Google access token"):
+        await reader.current(source)
