@@ -54,6 +54,13 @@ from extproc.telemetry import CallRecord, CallTrace, Telemetry
 log = logging.getLogger(__name__)
 
 GATEWAY_HEADER_PREFIX = "x-tollgate-"
+# Headers by which Google's and other front ends take a POST as another
+# method: the gateway judges the method it sees, so none may go on.
+METHOD_OVERRIDE_HEADERS = (
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
+)
 REQUEST_ID_HEADER = GATEWAY_HEADER_PREFIX + "request-id"
 MAX_MODEL_LENGTH = 256
 _READ_METHODS = ("GET", "HEAD", "OPTIONS")
@@ -455,12 +462,13 @@ class Call:
         policy = self.runtime.policy
         # The caller's identity, tool and labels, and anything else a client
         # sends in the gateway's own header namespace, are the gateway's
-        # business, not the provider's.
+        # business, not the provider's; so is the method the call is judged by.
         internal = [
             self.runtime.identity_header,
             policy.tools.header,
             policy.attribution.header,
             *(n for n in self._request_headers if n.startswith(GATEWAY_HEADER_PREFIX)),
+            *METHOD_OVERRIDE_HEADERS,
         ]
         remove = [*client_credential_headers(self._request_headers), *internal]
         clean_path = without_query_credentials(path)

@@ -197,6 +197,7 @@ def test_billing_steering_and_internal_headers_stay_at_the_gateway(
             "x-tollgate-attribution": "customer=acme",
             "x-tollgate-request-id": "spoofed",
             "X-Tollgate-Anything": "gateway namespace",
+            "x-http-method-override": "DELETE",
         },
     )
 
@@ -209,6 +210,7 @@ def test_billing_steering_and_internal_headers_stay_at_the_gateway(
         "x-tollgate-attribution",
         "x-tollgate-request-id",
         "x-tollgate-anything",
+        "x-http-method-override",
     } & {name.lower() for name in seen}
 
 
