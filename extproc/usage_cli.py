@@ -17,7 +17,7 @@ from extproc.metering.meter import ResponseMeter
 from extproc.policy import load_policy
 from extproc.policy.model import Pricing
 from extproc.pricing import Pricer
-from extproc.providers import family
+from extproc.providers import InputEstimate, family
 from extproc.settings import Settings
 
 _TYPE_BY_SUFFIX = {
@@ -66,7 +66,7 @@ def report(
     charge = decide_charge(
         CallFacts(
             billable=endpoint.billable,
-            request_bytes=0,
+            request_input=InputEstimate(),
             output_cap_tokens=pricing.default_max_output_tokens if cap is None else cap,
             status=status,
             reading=reading,

@@ -14,8 +14,9 @@ not bill refused calls.
 
 A length estimate is the same for every provider and for a body cut at any
 point: the input the response reported, else one token per four bytes of
-the request; the output the response reported so far or the text it
-carried, whichever is more, up to the request's output cap. The text is
+the request's text, its inline media counted as billed (``InputEstimate``);
+the output the response reported so far or the text it carried, whichever
+is more, up to the request's output cap. The text is
 what the provider generated (content, reasoning, tool-call arguments),
 never the JSON and event framing around it; a part of the body that could
 not be read (an event that does not parse, one cut in its middle) counts
@@ -34,7 +35,7 @@ import math
 from dataclasses import dataclass, replace
 
 from extproc.metering.usage import Usage
-from extproc.providers.base import Reading
+from extproc.providers.base import InputEstimate, Reading
 
 # Roughly four bytes of English text or JSON per token for current BPE
 # tokenizers; used only where the provider reported nothing.
@@ -65,7 +66,7 @@ class CallFacts:
     """What the gateway saw of one call, from request to end of response."""
 
     billable: bool
-    request_bytes: int
+    request_input: InputEstimate
     output_cap_tokens: int
     status: int | None = None  # None: no response headers arrived
     reading: Reading | None = None
@@ -98,7 +99,7 @@ def decide_charge(facts: CallFacts) -> Charge:
 
 def _unanswered(facts: CallFacts) -> Usage:
     output = 0 if facts.streaming else facts.output_cap_tokens
-    return Usage(_length_tokens(facts.request_bytes), output)
+    return Usage(facts.request_input.tokens(BYTES_PER_TOKEN), output)
 
 
 def _plausible(usage: Usage, reading: Reading, output_cap_tokens: int) -> bool:
@@ -134,7 +135,7 @@ def _estimate(facts: CallFacts, reading: Reading) -> Usage:
     output = min(facts.output_cap_tokens, _length_tokens(generated))
 
     return Usage(
-        input_tokens=seen.input_tokens or _length_tokens(facts.request_bytes),
+        input_tokens=seen.input_tokens or facts.request_input.tokens(BYTES_PER_TOKEN),
         output_tokens=max(seen.output_tokens, output),
         cache_read_tokens=seen.cache_read_tokens,
         cache_write_tokens=seen.cache_write_tokens,

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from extproc.providers.base import (
     Endpoint,
+    InputEstimate,
     ProviderFamily,
     Reading,
     RequestFacts,
@@ -40,6 +41,7 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "FAMILIES",
     "Endpoint",
+    "InputEstimate",
     "ProviderFamily",
     "Reading",
     "RequestFacts",

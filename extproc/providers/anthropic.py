@@ -29,7 +29,7 @@ from extproc.metering.readers import (
 )
 from extproc.metering.sse import SseEvent
 from extproc.metering.usage import Usage
-from extproc.providers._request import estimate_input_tokens, load_object, positive_int
+from extproc.providers._request import estimate_input, load_object, positive_int
 from extproc.providers.base import (
     Endpoint,
     ProviderFamily,
@@ -248,7 +248,7 @@ class AnthropicFamily(ProviderFamily):
         return RequestFacts(
             model=model if isinstance(model, str) and model else None,
             streaming=not free and obj.get("stream") is True,
-            input_estimate_tokens=estimate_input_tokens(body),
+            input=estimate_input(body, obj),
             max_output_tokens=0 if free else positive_int(obj.get("max_tokens")),
         )
 

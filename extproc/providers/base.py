@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from extproc.metering.usage import Usage
-from extproc.providers._request import replace_model
+from extproc.providers._request import InputEstimate, replace_model
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,16 +41,22 @@ class Endpoint:
 class RequestFacts:
     """What the request body says about the coming call.
 
-    ``input_estimate_tokens`` is an upper-leaning estimate of the input;
-    ``max_output_tokens`` is the client's cap if it set one; ``body`` is the
-    body to send upstream when the gateway changes it (else None).
+    ``input`` is what the body holds; ``max_output_tokens`` is the client's
+    cap if it set one; ``body`` is the body to send upstream when the
+    gateway changes it (else None).
     """
 
     model: str | None
     streaming: bool
-    input_estimate_tokens: int
+    input: InputEstimate
     max_output_tokens: int | None = None
     body: bytes | None = None
+
+    @property
+    def input_estimate_tokens(self) -> int:
+        """The input to reserve for: one token per three bytes of text,
+        more than tokenisers make of it, so that it leans high."""
+        return self.input.tokens(3)
 
 
 @dataclass(frozen=True, slots=True)

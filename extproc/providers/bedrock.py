@@ -46,7 +46,7 @@ from extproc.metering.readers import (
     short,
 )
 from extproc.metering.usage import Usage
-from extproc.providers._request import estimate_input_tokens, first_cap, load_object
+from extproc.providers._request import estimate_input, first_cap, load_object
 from extproc.providers.anthropic import AnthropicStream, take_message
 from extproc.providers.base import (
     Endpoint,
@@ -347,7 +347,7 @@ class BedrockFamily(ProviderFamily):
         return RequestFacts(
             model=unquote(found.group("model")) if found else None,
             streaming=bool(endpoint.streaming),
-            input_estimate_tokens=estimate_input_tokens(body),
+            input=estimate_input(body, obj),
             max_output_tokens=cap,
         )
 

@@ -40,7 +40,7 @@ from extproc.metering.readers import (
 )
 from extproc.metering.sse import SseEvent
 from extproc.metering.usage import Usage
-from extproc.providers._request import estimate_input_tokens, first_cap, load_object
+from extproc.providers._request import estimate_input, first_cap, load_object
 from extproc.providers.anthropic import AnthropicFamily
 from extproc.providers.base import (
     Endpoint,
@@ -183,7 +183,7 @@ class GeminiFamily(ProviderFamily):
         return RequestFacts(
             model=unquote(found.group("model")) if found else None,
             streaming=bool(endpoint.streaming),
-            input_estimate_tokens=estimate_input_tokens(body),
+            input=estimate_input(body, obj),
             max_output_tokens=cap,
         )
 

@@ -38,7 +38,7 @@ from extproc.metering.readers import (
 from extproc.metering.sse import SseEvent
 from extproc.metering.usage import Usage
 from extproc.providers._request import (
-    estimate_input_tokens,
+    estimate_input,
     first_cap,
     load_object,
     positive_int,
@@ -313,7 +313,7 @@ class OpenAIFamily(ProviderFamily):
         return RequestFacts(
             model=model,
             streaming=streaming,
-            input_estimate_tokens=estimate_input_tokens(body),
+            input=estimate_input(body, obj),
             max_output_tokens=_output_cap(endpoint, obj),
             body=rewrite,
         )

@@ -46,7 +46,7 @@ from extproc.metering.charge import (
 from extproc.metering.meter import ResponseMeter
 from extproc.metering.usage import Usage
 from extproc.pricing import Price
-from extproc.providers.base import Endpoint, Reading, RequestFacts
+from extproc.providers.base import Endpoint, InputEstimate, Reading, RequestFacts
 from extproc.server import messages
 from extproc.server.runtime import Route, Runtime
 from extproc.telemetry import CallRecord, CallTrace, Telemetry
@@ -103,7 +103,6 @@ class Call:
         self._original_body = b""
         self.levels: list[int] = []
         self.output_cap_tokens = 0
-        self.request_bytes = 0
 
         self.status: int | None = None
         self._meter: ResponseMeter | None = None
@@ -157,7 +156,6 @@ class Call:
         if self.endpoint is None or self.route is None:
             return messages.request_body_reply()
         body = bytes(message.body)
-        self.request_bytes = len(body)
         self.facts = self.route.family.read_request(
             self.endpoint, self.upstream_path, body
         )
@@ -630,7 +628,7 @@ class Call:
         self._reading = self._read_final()
         facts = CallFacts(
             billable=bool(self.endpoint and self.endpoint.billable),
-            request_bytes=self.request_bytes,
+            request_input=self.facts.input if self.facts else InputEstimate(),
             output_cap_tokens=self.output_cap_tokens,
             status=self.status,
             reading=self._reading,

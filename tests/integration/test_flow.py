@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import json
 import textwrap
 from pathlib import Path
 
@@ -198,3 +200,37 @@ def test_answer_cut_before_it_came_is_charged_its_output_cap(
     charged = _charged(redis_server.url, request(CHAT, body), tmp_path)
 
     assert ("estimated_no_response", 300) == (charged[0], charged[2])
+
+
+def test_a_large_inline_image_is_reserved_and_charged_as_an_image_not_as_text(
+    redis_server, tmp_path: Path
+) -> None:
+    # 5 MB of base64 PNG: about 1.7 million tokens read as text (10 USD on
+    # Claude Sonnet, past this 5 USD budget), some 1,600 as Anthropic bills it.
+    png = base64.b64encode(b"\x89PNG\r\n\x1a\n" + bytes(3_750_000)).decode()
+    image = {"type": "image", "source": {"type": "base64", "data": png}}
+    body = json.dumps(
+        {
+            "model": "claude-sonnet-4-5",
+            "max_tokens": 1024,
+            "messages": [{"role": "user", "content": [image]}],
+        }
+    ).encode()
+    anthropic = "anthropic: {family: anthropic, route_prefix: /anthropic}"
+
+    outcome = run_call(
+        redis_server.url,
+        _policy(anthropic),
+        request("/anthropic/v1/messages", body),
+        tmp_path / "journal.jsonl",
+    )
+
+    # Admitted, then charged as a call whose answer never came: its prompt
+    # and the output cap.
+    [entry] = outcome.ledger
+    assert not outcome.answers[-1].HasField("immediate_response")
+    assert ("estimated_no_response", 1024) == (
+        entry["outcome"],
+        entry["detail"]["usage"]["output_tokens"],
+    )
+    assert 4_000 < entry["detail"]["usage"]["input_tokens"] < 4_100

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from extproc.metering.charge import CallFacts, decide_charge
 from extproc.metering.usage import Usage
-from extproc.providers.base import Reading
+from extproc.providers.base import InputEstimate, Reading
 
 USAGE = Usage(input_tokens=100, output_tokens=20)
 
@@ -12,7 +12,7 @@ USAGE = Usage(input_tokens=100, output_tokens=20)
 def _facts(**overrides) -> CallFacts:
     base = dict(
         billable=True,
-        request_bytes=4000,
+        request_input=InputEstimate(4000),
         output_cap_tokens=500,
         status=200,
         reading=Reading(usage=USAGE),
@@ -120,6 +120,17 @@ def test_cut_stream_without_generated_text_is_charged_its_prompt_only() -> None:
     charge = decide_charge(_facts(reading=reading, response_complete=False))
 
     assert (Usage(1000, 0), "estimated_cut") == (charge.usage, charge.outcome)
+
+
+def test_a_prompt_estimate_counts_inline_media_as_billed_not_by_length() -> None:
+    reading = Reading(usage=None, problem="stream ended before [DONE]", complete=False)
+    request_input = InputEstimate(text_bytes=400, media_tokens=4000)
+
+    charge = decide_charge(
+        _facts(request_input=request_input, reading=reading, response_complete=False)
+    )
+
+    assert Usage(100 + 4000, 0) == charge.usage
 
 
 def test_unread_body_counts_as_generated_text() -> None:

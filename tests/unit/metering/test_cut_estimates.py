@@ -18,7 +18,7 @@ import pytest
 
 from extproc.metering.charge import CallFacts, Charge, decide_charge
 from extproc.metering.meter import ResponseMeter
-from extproc.providers import family
+from extproc.providers import InputEstimate, family
 from tests.provider_fixtures import FIXTURES
 from tests.unit.providers.test_fixtures import FAMILY_BY_PROVIDER
 
@@ -63,7 +63,7 @@ def _charge(meta: dict[str, Any], body: bytes) -> Charge:
     meter.feed(body)
     facts = CallFacts(
         billable=True,
-        request_bytes=REQUEST_BYTES,
+        request_input=InputEstimate(REQUEST_BYTES),
         output_cap_tokens=OUTPUT_CAP_TOKENS,
         status=meta["http_status"],
         reading=meter.finish(),
