@@ -42,14 +42,16 @@ class RequestFacts:
     """What the request body says about the coming call.
 
     ``input`` is what the body holds; ``max_output_tokens`` is the client's
-    cap if it set one; ``body`` is the body to send upstream when the
-    gateway changes it (else None).
+    cap if it set one; ``service_tier`` the tier it asks to be served in,
+    where its provider prices tiers apart; ``body`` is the body to send
+    upstream when the gateway changes it (else None).
     """
 
     model: str | None
     streaming: bool
     input: InputEstimate
     max_output_tokens: int | None = None
+    service_tier: str | None = None
     body: bytes | None = None
 
     @property

@@ -315,6 +315,7 @@ class OpenAIFamily(ProviderFamily):
             streaming=streaming,
             input=estimate_input(body, obj),
             max_output_tokens=_output_cap(endpoint, obj),
+            service_tier=_service_tier(obj),
             body=rewrite,
         )
 
@@ -386,6 +387,14 @@ def _output_cap(endpoint: Endpoint, obj: Mapping[str, Any]) -> int | None:
     )
 
     return cap * choices
+
+
+def _service_tier(obj: Mapping[str, Any]) -> str | None:
+    """The tier asked for (``priority`` costs about twice ``default``,
+    ``flex`` half); ``auto`` names none, the answer says which served."""
+    tier = obj.get("service_tier")
+
+    return tier if isinstance(tier, str) and tier != "auto" else None
 
 
 def _route(path: str) -> str:

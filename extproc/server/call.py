@@ -543,7 +543,9 @@ class Call:
             )
         estimate = Usage(self.facts.input_estimate_tokens, self.output_cap_tokens)
         if self.endpoint is not None and self.endpoint.billable:
-            self.estimate_micro_usd = self._price_usage(estimate).cost_micro_usd
+            self.estimate_micro_usd = self._price_usage(
+                estimate, service_tier=self.facts.service_tier
+            ).cost_micro_usd
         now = datetime.now(UTC)
         buckets = self._buckets = self.runtime.buckets_for(self.caller, now)
 
@@ -642,9 +644,16 @@ class Call:
         price = self._price_usage(
             self.charge.usage,
             self._billed_model(),
-            service_tier=self._reading.service_tier if self._reading else None,
+            service_tier=self._served_tier(),
         )
         self.cost_micro_usd, self.price_source = price.cost_micro_usd, price.source
+
+    def _served_tier(self) -> str | None:
+        """The tier the answer says served the call, else the one asked for
+        (a call cut before its answer said)."""
+        if self._reading is not None and self._reading.service_tier:
+            return self._reading.service_tier
+        return self.facts.service_tier if self.facts else None
 
     def _read_final(self) -> Reading | None:
         if self._meter is None:

@@ -234,3 +234,23 @@ def test_a_large_inline_image_is_reserved_and_charged_as_an_image_not_as_text(
         entry["detail"]["usage"]["output_tokens"],
     )
     assert 4_000 < entry["detail"]["usage"]["input_tokens"] < 4_100
+
+
+def test_a_call_asking_for_priority_is_reserved_and_estimated_at_priority_rates(
+    redis_server, tmp_path: Path
+) -> None:
+    def charged(tier: str) -> int:
+        body = json.dumps(
+            {"model": "gpt-5", "max_completion_tokens": 10_000, "service_tier": tier}
+        ).encode()
+        outcome = run_call(
+            redis_server.url,
+            _policy(),
+            request(CHAT, body),
+            tmp_path / f"journal-{tier}.jsonl",
+        )
+        [entry] = outcome.ledger  # charged as unanswered: prompt and cap
+        return entry["cost_micro_usd"]
+
+    # OpenAI bills gpt-5's priority tier at twice its standard rates.
+    assert 2 * charged("default") == charged("priority")

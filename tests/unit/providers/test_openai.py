@@ -457,3 +457,16 @@ def test_responses_completed_event_marks_the_stream_ended() -> None:
     event = json.dumps({"type": "response.completed", "response": response})
 
     assert True is meter(f"data: {event}\n\n").ended
+
+
+@pytest.mark.parametrize(
+    "body, tier",
+    [
+        (b'{"model": "gpt-5", "service_tier": "priority"}', "priority"),
+        (b'{"model": "gpt-5", "service_tier": "flex"}', "flex"),
+        (b'{"model": "gpt-5"}', None),
+        (b'{"model": "gpt-5", "service_tier": 1}', None),
+    ],
+)
+def test_the_service_tier_asked_for_is_read(body: bytes, tier: str | None) -> None:
+    assert tier == read(body).service_tier
