@@ -143,6 +143,19 @@ def first_cap(obj: Any, paths: tuple[tuple[str, ...], ...]) -> int | None:
     return None
 
 
+def for_every_choice(cap: int | None, obj: Any) -> int | None:
+    """``cap`` times the answers ``obj`` asks for: each of ``n`` choices
+    (and, for legacy completions, each ``best_of`` candidate) is generated
+    and billed. None stays None."""
+    if cap is None:
+        return None
+    choices = max(
+        positive_int(dig(obj, "n")) or 1, positive_int(dig(obj, "best_of")) or 1
+    )
+
+    return cap * choices
+
+
 def replace_model(body: bytes, model: str) -> bytes | None:
     """``body`` (a JSON object with a string ``model``) naming ``model``
     instead; None when the body has no such field."""

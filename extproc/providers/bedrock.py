@@ -46,7 +46,12 @@ from extproc.metering.readers import (
     short,
 )
 from extproc.metering.usage import Usage
-from extproc.providers._request import estimate_input, first_cap, load_object
+from extproc.providers._request import (
+    estimate_input,
+    first_cap,
+    for_every_choice,
+    load_object,
+)
 from extproc.providers.anthropic import AnthropicStream, take_message
 from extproc.providers.base import (
     Endpoint,
@@ -61,9 +66,11 @@ _PATH = re.compile(
     r"(?P<action>converse|converse-stream|invoke|invoke-with-response-stream)$"
 )
 _STREAMING_ACTIONS = ("converse-stream", "invoke-with-response-stream")
-# Converse, then the InvokeModel bodies of Anthropic, Amazon, Meta, Mistral.
+# Converse, then the InvokeModel bodies of Anthropic, Amazon, Meta, Mistral,
+# AI21, Cohere and OpenAI (whose n choices are each billed).
 _OUTPUT_CAPS = (
     ("inferenceConfig", "maxTokens"),
+    ("max_completion_tokens",),
     ("max_tokens",),
     ("inferenceConfig", "max_new_tokens"),
     ("textGenerationConfig", "maxTokenCount"),
@@ -342,7 +349,9 @@ class BedrockFamily(ProviderFamily):
         obj = load_object(body, endpoint.operation)
 
         found = _PATH.search(path.split("?", 1)[0])
-        cap = 0 if endpoint.operation == "embeddings" else first_cap(obj, _OUTPUT_CAPS)
+        cap = for_every_choice(first_cap(obj, _OUTPUT_CAPS), obj)
+        if endpoint.operation == "embeddings":
+            cap = 0
 
         return RequestFacts(
             model=unquote(found.group("model")) if found else None,

@@ -40,8 +40,8 @@ from extproc.metering.usage import Usage
 from extproc.providers._request import (
     estimate_input,
     first_cap,
+    for_every_choice,
     load_object,
-    positive_int,
 )
 from extproc.providers.base import (
     Endpoint,
@@ -376,17 +376,8 @@ def _opening_brace(body: bytes) -> int:
 def _output_cap(endpoint: Endpoint, obj: Mapping[str, Any]) -> int | None:
     if endpoint.operation == "embeddings":
         return 0
-    cap = first_cap(obj, _OUTPUT_CAPS)
-    if cap is None:
-        return None
 
-    # Every choice (and, for legacy completions, every best_of candidate) is
-    # generated and billed.
-    choices = max(
-        positive_int(obj.get("n")) or 1, positive_int(obj.get("best_of")) or 1
-    )
-
-    return cap * choices
+    return for_every_choice(first_cap(obj, _OUTPUT_CAPS), obj)
 
 
 def _service_tier(obj: Mapping[str, Any]) -> str | None:

@@ -120,6 +120,24 @@ def test_converse_output_cap_is_inference_config_max_tokens() -> None:
     )
 
 
+@pytest.mark.parametrize(
+    "model, body, cap",
+    [
+        ("openai.gpt-oss-120b-1:0", {"max_completion_tokens": 8000}, 8000),
+        ("ai21.jamba-1-5-large-v1:0", {"max_tokens": 500, "n": 4}, 2000),
+        ("meta.llama3-70b-instruct-v1:0", {"max_gen_len": 300}, 300),
+        ("amazon.titan-tg1-large", {"textGenerationConfig": {"maxTokenCount": 9}}, 9),
+    ],
+)
+def test_invoke_output_cap_is_read_from_each_vendor_body(model, body, cap) -> None:
+    path = f"/model/{model}/invoke"
+    endpoint = BEDROCK.endpoint_for("POST", path)
+
+    facts = BEDROCK.read_request(endpoint, path, json.dumps(body).encode())
+
+    assert cap == facts.max_output_tokens
+
+
 def test_invoke_on_an_embedding_model_is_embeddings() -> None:
     assert (
         "embeddings"
