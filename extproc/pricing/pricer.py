@@ -4,7 +4,8 @@ Resolution order for a (provider, model): a policy override for that
 provider and model, a policy override for the model under any provider, the
 ``genai-prices`` snapshot, and last the policy's fallback rate (flagged, so an
 unknown model is never free). A resolution is computed once per (provider,
-model) and kept for the life of the policy.
+model) and kept for the life of the policy, for the ``RESOLUTIONS_KEPT``
+names seen last.
 
 The library price in force for a model is read once as per-token rates
 (by asking the library to price probe usages, checked against it on a mixed
@@ -51,6 +52,9 @@ _LIBRARY_PROVIDER = {
     "vertex": "google",
     "bedrock": "aws",
 }
+# Resolutions kept, oldest forgotten first: clients name models freely, and
+# each unknown name is priced too, so the cache must not grow with them.
+RESOLUTIONS_KEPT = 4096
 # Families whose requested model id names the deployment that is billed.
 _ID_NAMES_DEPLOYMENT = frozenset({"bedrock"})
 
@@ -232,6 +236,8 @@ class Pricer:
         if resolved is None:
             resolved = self._resolve_uncached(family, provider, model, pricing_provider)
             with self._lock:
+                while len(self._resolved) >= RESOLUTIONS_KEPT:
+                    del self._resolved[next(iter(self._resolved))]
                 self._resolved[key] = resolved
         return resolved
 

@@ -9,6 +9,7 @@ import genai_prices
 from extproc.metering.usage import Usage
 from extproc.policy.model import FallbackPrice, ModelPrice, Pricing
 from extproc.pricing import Pricer
+from extproc.pricing.pricer import RESOLUTIONS_KEPT
 
 
 def _library_micro(usage: genai_prices.Usage, model: str, provider: str) -> int:
@@ -305,3 +306,16 @@ def test_an_unpriced_bedrock_profile_arn_is_billed_as_the_model_answered() -> No
     assert "claude-sonnet-4-5-20250929" == pricer.billed_model(
         "bedrock", "bedrock", arn, "claude-sonnet-4-5-20250929"
     )
+
+
+def test_prices_kept_for_model_names_are_bounded_however_many_are_named() -> None:
+    # Clients name models freely (an unknown one is still priced, at the
+    # fallback rate): the resolutions kept must not grow with them.
+    pricer = Pricer(Pricing())
+
+    for n in range(RESOLUTIONS_KEPT + 100):
+        pricer.price("openai", "openai", f"made-up-model-{n}", Usage(10, 10))
+
+    assert RESOLUTIONS_KEPT == len(pricer._resolved)
+    known = pricer.price("openai", "openai", "gpt-4o", Usage(1, 1))
+    assert "genai-prices" == known.source
