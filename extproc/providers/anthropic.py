@@ -248,7 +248,7 @@ class AnthropicFamily(ProviderFamily):
         return RequestFacts(
             model=model if isinstance(model, str) and model else None,
             streaming=not free and obj.get("stream") is True,
-            input=estimate_input(body, obj),
+            input=estimate_input(body),
             max_output_tokens=0 if free else positive_int(obj.get("max_tokens")),
         )
 

@@ -356,7 +356,7 @@ class BedrockFamily(ProviderFamily):
         return RequestFacts(
             model=unquote(found.group("model")) if found else None,
             streaming=bool(endpoint.streaming),
-            input=estimate_input(body, obj),
+            input=estimate_input(body),
             max_output_tokens=cap,
         )
 

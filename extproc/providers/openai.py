@@ -313,7 +313,7 @@ class OpenAIFamily(ProviderFamily):
         return RequestFacts(
             model=model,
             streaming=streaming,
-            input=estimate_input(body, obj),
+            input=estimate_input(body),
             max_output_tokens=_output_cap(endpoint, obj),
             service_tier=_service_tier(obj),
             body=rewrite,
