@@ -145,16 +145,25 @@ return reply
 #           (-1: what was held), soft limits as comma-separated percents;
 #           then any further spend field prefixes (custom attribution), each
 #           booked with the cost and one request
+#           A 'held' settlement of a known cost whose reservation is gone
+#           (Redis lost it) and that was not settled before is charged as
+#           'direct' is: the call ran, so its cost is booked.
 # Returns   {1, cost} settled now (cost 0 for a release)
+#           {1, cost, 'lost'} settled now, though its reservation was gone
 #           {0, 'settled'} this request was settled before: nothing changes
-#           {0, 'unknown'} no reservation with this id: nothing changes
+#           {0, 'unknown'} nothing held and nothing to charge (a release, or
+#           a lease charge of an estimate Redis no longer has)
 SETTLE = """
 if redis.call('EXISTS', KEYS[3]) == 1 then
   return {0, 'settled'}
 end
 local held = redis.call('HMGET', KEYS[1], 'estimate', 'periods', 'holds')
 local estimate = tonumber(held[1])
-if ARGV[13] == 'direct' and estimate == nil then
+local lost = ARGV[13] == 'held' and estimate == nil
+if estimate == nil and ARGV[13] ~= 'release' and tonumber(ARGV[2]) >= 0 then
+  -- No hold stands: the call was admitted without one, or Redis lost it
+  -- (restarted without persistence, or evicted it). Unsettled all the same,
+  -- the call is charged what it cost, on buckets that hold nothing for it.
   estimate, held = tonumber(ARGV[2]), {ARGV[2], nil, nil}
 elseif estimate == nil then
   return {0, 'unknown'}
@@ -235,5 +244,8 @@ end
 redis.call('EXPIRE', KEYS[5], tonumber(ARGV[4]))
 redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[9], '*', 'request_id', ARGV[1],
            'cost_micro_usd', cost, 'outcome', ARGV[11], 'detail', ARGV[10])
+if lost then
+  return {1, cost, 'lost'}
+end
 return {1, cost}
 """

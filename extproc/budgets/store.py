@@ -261,12 +261,14 @@ class BudgetStore:
         reserved: bool = True,
     ) -> bool:
         """Book ``settlement``; True if it was booked now, False if the
-        request was settled before or holds no reservation.
+        request was settled before (or, for a cost of -1, holds nothing).
 
         ``buckets`` are those the reservation holds, in reservation order. A
         cost of -1 charges what was held (the estimate). ``reserved=False``
         charges a call admitted without a reservation (store unreachable at
-        admission); it is idempotent on the request id all the same.
+        admission); it is idempotent on the request id all the same. A call
+        whose reservation Redis lost (a restart without persistence, an
+        eviction) is charged its cost all the same, with a warning.
         """
         now = now or datetime.now(UTC)
         day = now.strftime("%Y-%m-%d")
@@ -307,6 +309,11 @@ class BudgetStore:
         if reply[0] != 1:
             log.info(
                 "settlement skipped", extra={"request_id": rid, "reason": reply[1]}
+            )
+        elif len(reply) > 2:
+            log.warning(
+                "reservation lost by redis; call charged without it",
+                extra={"request_id": rid, "cost_micro_usd": int(reply[1])},
             )
         return reply[0] == 1
 

@@ -490,3 +490,34 @@ async def test_direct_charge_of_a_call_whose_hold_was_made_gives_the_hold_back(
 
     inflight = await store._redis.hget(store.keys.bucket("user:alice"), "inflight")
     assert (880, 0) == (await _level(store), int(inflight))
+
+
+async def test_settlement_whose_reservation_redis_lost_is_charged(store, caplog) -> None:
+    # Redis restarted without persistence (or evicted the keys) while the
+    # call ran: its cost must still reach the budget and the ledger.
+    bucket = _bucket(1000)
+    await _reserve(store, "r1", 300, [bucket], now_ms=NOW_MS)
+    await store._redis.delete(
+        store.keys.reservation("r1"), store.keys.bucket("user:alice")
+    )
+
+    booked = await store.settle(_settlement("r1", 120), [bucket], ALICE)
+    again = await store.settle(_settlement("r1", 120), [bucket], ALICE)
+
+    assert (True, False) == (booked, again)
+    assert [880] == await _reserve(store, "r2", 0, [bucket], now_ms=NOW_MS)
+    assert 1 == await store._redis.xlen(store.keys.ledger)
+    assert "reservation lost by redis" in caplog.text
+
+
+async def test_lease_charge_of_a_lost_reservation_books_nothing(store) -> None:
+    # The sweep's cost of -1 means "what was held": with nothing held there
+    # is no amount to charge.
+    bucket = _bucket(1000)
+    await _reserve(store, "r1", 300, [bucket], now_ms=NOW_MS)
+    await store._redis.delete(store.keys.reservation("r1"))
+
+    booked = await store.settle(_settlement("r1", -1), [bucket], ALICE)
+
+    assert booked is False
+    assert 0 == await store._redis.xlen(store.keys.ledger)
