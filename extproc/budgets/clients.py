@@ -8,7 +8,8 @@ redis-py raises two families of errors: ``RedisError`` and, from the cluster
 client, ``RedisClusterException``, which does not derive from it (for example
 when no node of the cluster can be reached at start). ``STORE_ERRORS`` holds
 both; ``store_errors`` turns either into ``StoreUnavailable`` with the cause
-chained.
+chained, and ``answered_with_error`` tells an error of one command from a
+state of the server (``READONLY`` after a failover, ``OOM``) that fails all.
 
 An asyncio cluster client must be initialised (``await client.initialize()``,
 or ``open_async_client``) before concurrent use: redis-py 8.1 fails some of
@@ -47,6 +48,7 @@ MAX_CONNECTIONS = 64
 # against a slow Redis gets the gateway's own 503, not Envoy's.
 POOL_WAIT_S = 1.0
 MAX_CLUSTER_CONNECTIONS = 10_000
+MAX_REASON_CHARS = 200  # of an error reply quoted in a log line
 
 
 def async_client(
@@ -108,11 +110,65 @@ def sync_client(
     )
 
 
+# Error replies that speak of the server's state, not of the command: any
+# other command would get the same answer until the state passes (a failover
+# demoted the node, memory is full, a snapshot fails, a script runs long, the
+# dataset loads, the credentials or the user's permissions are wrong).
+STORE_STATE_CODES = frozenset(
+    {
+        "READONLY",
+        "OOM",
+        "MISCONF",
+        "BUSY",
+        "LOADING",
+        "MASTERDOWN",
+        "NOREPLICAS",
+        "CLUSTERDOWN",
+        "TRYAGAIN",
+        "NOAUTH",
+        "WRONGPASS",
+        "NOPERM",
+    }
+)
+
+
 def answered_with_error(exc: StoreUnavailable) -> bool:
-    """True when Redis answered the command with an error (a script that
-    failed on this input, say) rather than not answering: retrying other
-    work may still succeed, retrying this one alone will not help soon."""
-    return isinstance(exc.__cause__, ResponseError)
+    """True when Redis answered this command with an error of its own (a
+    script that failed on this input, say): other work may still succeed,
+    retrying this one alone will not help soon. False when Redis did not
+    answer, or answered with its state (``STORE_STATE_CODES``), which fails
+    every command alike."""
+    cause = exc.__cause__
+    if not isinstance(cause, ResponseError):
+        return False
+    return _status_code(cause) not in STORE_STATE_CODES
+
+
+def _status_code(exc: Exception) -> str:
+    """The error reply's first word (``READONLY``, ``OOM``), or ''."""
+    code = getattr(exc, "status_code", None)
+    if code:
+        return str(code)
+    words = str(exc).split(" ", 1)
+    return words[0] if words[0].isupper() else ""
+
+
+def _is_reply(exc: Exception) -> bool:
+    """Whether ``exc`` is an error reply of Redis (``LOADING`` and
+    ``WRONGPASS`` come as connection errors, with their code)."""
+    return isinstance(exc, ResponseError) or bool(getattr(exc, "status_code", None))
+
+
+def _reason(exc: Exception) -> str:
+    """How a Redis error reads in a log line: an error reply's own words
+    (never a credential: Redis does not repeat them), else the error's type
+    (a connection error's text may name the URL)."""
+    if not _is_reply(exc):
+        return type(exc).__name__
+    code = _status_code(exc)
+    text = str(exc)
+    reply = text if text.startswith(code) else f"{code} {text}".strip()
+    return reply[:MAX_REASON_CHARS]
 
 
 @contextmanager
@@ -124,7 +180,9 @@ def store_errors(doing: str) -> Iterator[None]:
     try:
         yield
     except STORE_ERRORS as exc:
+        answered = _is_reply(exc)
         raise StoreUnavailable(
-            f"redis did not answer while {doing}: {type(exc).__name__}",
+            f"redis {'refused' if answered else 'did not answer'} while "
+            f"{doing}: {_reason(exc)}",
             maybe_applied=isinstance(exc, RedisTimeoutError),
         ) from exc

@@ -11,6 +11,7 @@ import redis.asyncio as aioredis
 
 from extproc.budgets.journal import Journal
 from extproc.budgets.store import Attribution, BucketSpec, BudgetStore, Settlement
+from extproc.local import RedisProcess
 
 ALICE = Attribution("alice", "openai", "gpt-4o")
 BUDGET = BucketSpec("user:alice", 1_000_000)
@@ -58,3 +59,27 @@ async def test_a_record_redis_refuses_is_kept_and_does_not_block_the_rest(
 
     assert (["fine"], 1, 1) == (await _booked(store), replayed, journal.depth)
     journal.close()
+
+
+async def test_a_full_redis_stops_the_replay_at_its_first_record(
+    tmp_path: Path, caplog
+) -> None:
+    # OOM (maxmemory reached, noeviction) refuses every write alike: the
+    # replay waits for the next round instead of trying each record and
+    # logging each as refused.
+    with RedisProcess(workdir=tmp_path / "redis") as redis:
+        client = aioredis.from_url(redis.url)
+        store = BudgetStore(client, "full", lease_ms=60_000)
+        journal = Journal(tmp_path / "journal.jsonl", max_bytes=1 << 20)
+        for n in range(3):
+            await journal.append(
+                _settlement(f"r{n}", 1), [BUDGET], ALICE, reserved=False
+            )
+        await client.config_set("maxmemory", 1)
+
+        replayed = await journal.replay(lambda: store)
+
+        assert (0, 3) == (replayed, journal.depth)
+        assert "refused by redis" not in caplog.text
+        journal.close()
+        await client.aclose()

@@ -492,7 +492,9 @@ async def test_direct_charge_of_a_call_whose_hold_was_made_gives_the_hold_back(
     assert (880, 0) == (await _level(store), int(inflight))
 
 
-async def test_settlement_whose_reservation_redis_lost_is_charged(store, caplog) -> None:
+async def test_settlement_whose_reservation_redis_lost_is_charged(
+    store, caplog
+) -> None:
     # Redis restarted without persistence (or evicted the keys) while the
     # call ran: its cost must still reach the budget and the ledger.
     bucket = _bucket(1000)

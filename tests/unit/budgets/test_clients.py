@@ -3,9 +3,16 @@
 from __future__ import annotations
 
 import pytest
-from redis.exceptions import ConnectionError, ResponseError, TimeoutError
+from redis.exceptions import (
+    ConnectionError,
+    NoPermissionError,
+    OutOfMemoryError,
+    ReadOnlyError,
+    ResponseError,
+    TimeoutError,
+)
 
-from extproc.budgets.clients import store_errors
+from extproc.budgets.clients import answered_with_error, store_errors
 from extproc.errors import StoreUnavailable
 
 
@@ -24,3 +31,43 @@ def test_a_timed_out_command_may_have_run() -> None:
 )
 def test_a_command_refused_or_never_sent_did_not_run(error: Exception) -> None:
     assert False is _raised(error).maybe_applied
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        ReadOnlyError(
+            "You can't write against a read only replica.", status_code="READONLY"
+        ),
+        OutOfMemoryError(
+            "command not allowed when used memory > 'maxmemory'.", status_code="OOM"
+        ),
+        ResponseError("MISCONF Redis is configured to save RDB snapshots"),
+        ResponseError("Redis is busy running a script.", status_code="BUSY"),
+        NoPermissionError(
+            "this user has no permissions to run the 'evalsha' command",
+            status_code="NOPERM",
+        ),
+    ],
+)
+def test_a_state_of_the_server_is_not_an_error_of_one_command(
+    reply: Exception,
+) -> None:
+    assert False is answered_with_error(_raised(reply))
+
+
+def test_an_error_of_one_script_run_is_its_own() -> None:
+    reply = ResponseError("user_script:12: bad argument", status_code="ERR")
+
+    assert True is answered_with_error(_raised(reply))
+
+
+def test_an_error_reply_is_quoted_in_the_reason() -> None:
+    reply = ReadOnlyError(
+        "You can't write against a read only replica.", status_code="READONLY"
+    )
+
+    assert (
+        "redis refused while testing: READONLY You can't write against a read "
+        "only replica." == str(_raised(reply))
+    )
