@@ -32,7 +32,15 @@ from contextlib import contextmanager
 import redis
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
-from redis.exceptions import RedisClusterException, RedisError, ResponseError
+from redis.asyncio.retry import Retry as AsyncRetry
+from redis.backoff import NoBackoff
+from redis.exceptions import (
+    ReadOnlyError,
+    RedisClusterException,
+    RedisError,
+    ResponseError,
+)
+from redis.retry import Retry
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from extproc.errors import StoreUnavailable
@@ -49,6 +57,13 @@ MAX_CONNECTIONS = 64
 POOL_WAIT_S = 1.0
 MAX_CLUSTER_CONNECTIONS = 10_000
 MAX_REASON_CHARS = 200  # of an error reply quoted in a log line
+# A managed Redis fails over by pointing its endpoint at the promoted
+# replica; connections opened before stay with the demoted node, which
+# answers every write with READONLY. Such a connection is closed and the
+# command sent once more on a new one, which reaches the new primary. A
+# script refused so ran no write (a replica takes none), so this is safe;
+# timeouts and lost connections are never retried (a reservation may stand).
+FAILOVER_ERRORS: tuple[type[Exception], ...] = (ReadOnlyError,)
 
 
 def async_client(
@@ -73,6 +88,7 @@ def async_client(
         socket_timeout=timeout_s,
         socket_connect_timeout=timeout_s,
         health_check_interval=30,
+        retry=AsyncRetry(NoBackoff(), 1, supported_errors=FAILOVER_ERRORS),
     )
     return aioredis.Redis(connection_pool=pool)
 
@@ -106,7 +122,10 @@ def sync_client(
                 url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s
             )
     return redis.Redis.from_url(
-        url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s
+        url,
+        socket_timeout=timeout_s,
+        socket_connect_timeout=timeout_s,
+        retry=Retry(NoBackoff(), 1, supported_errors=FAILOVER_ERRORS),
     )
 
 

@@ -98,3 +98,71 @@ async def test_a_burst_against_a_hung_redis_fails_fast_and_recovers(tmp_path) ->
             assert 10**12 - 2 - len(outcomes) <= level <= 10**12 - 2
         finally:
             await client.aclose()
+
+
+class _Endpoint:
+    """A TCP endpoint that forwards each new connection to the Redis it
+    names now, as a managed Redis's primary endpoint does across a failover:
+    connections opened before a switch stay with the old node."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.server: asyncio.Server | None = None
+
+    async def start(self) -> int:
+        self.server = await asyncio.start_server(self._forward, "127.0.0.1", 0)
+        return self.server.sockets[0].getsockname()[1]
+
+    async def _forward(self, reader, writer) -> None:
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.port)
+
+        async def pipe(src, dst) -> None:
+            try:
+                while data := await src.read(65536):
+                    dst.write(data)
+                    await dst.drain()
+            except (ConnectionError, OSError):
+                pass
+            finally:
+                dst.close()
+
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+
+
+async def test_a_failover_behind_one_endpoint_reaches_the_new_primary(
+    tmp_path,
+) -> None:
+    """The primary is demoted and the endpoint names the promoted replica:
+    pooled connections to the old primary answer READONLY, and are replaced
+    by new ones instead of failing every call until a restart."""
+    with (
+        RedisProcess(workdir=tmp_path / "a") as old,
+        RedisProcess(workdir=tmp_path / "b") as new,
+    ):
+        endpoint = _Endpoint(old.port)
+        port = await endpoint.start()
+        client = await open_async_client(f"redis://127.0.0.1:{port}/0")
+        store = BudgetStore(client, "failover", lease_ms=60_000)
+        bucket = BucketSpec("user:alice", 10**12, 0, 86_400_000)
+
+        async def reserve(request_id: str) -> list[int]:
+            return await store.reserve(
+                request_id,
+                [bucket],
+                estimate_micro_usd=1,
+                estimate_tokens=0,
+                record={},
+                now_ms=NOW_MS,
+            )
+
+        try:
+            await asyncio.gather(*(reserve(f"before-{n}") for n in range(8)))
+            await client.execute_command("REPLICAOF", "127.0.0.1", str(new.port))
+            endpoint.port = new.port
+
+            levels = [await reserve(f"after-{n}") for n in range(16)]
+        finally:
+            await client.aclose()
+            endpoint.server.close()
+
+    assert 16 == len(levels)
