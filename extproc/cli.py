@@ -125,7 +125,7 @@ def _spend(args: argparse.Namespace) -> int:
 
         return html_command(args)
     from extproc.admin.spend_views import group_spend, parse_by, render_groups
-    from extproc.budgets.clients import store_errors, sync_client
+    from extproc.budgets.clients import redacted_url, store_errors, sync_client
     from extproc.errors import StoreUnavailable
     from extproc.policy import load_policy
     from extproc.settings import Settings
@@ -149,7 +149,8 @@ def _spend(args: argparse.Namespace) -> int:
             rows = read_spend(client, tenant, first, last)
     except StoreUnavailable as exc:
         print(
-            f"tollgate: cannot read spend from {settings.effective_redis_url}: {exc}",
+            f"tollgate: cannot read spend from "
+            f"{redacted_url(settings.effective_redis_url)}: {exc}",
             file=sys.stderr,
         )
         return 1

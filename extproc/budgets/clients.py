@@ -28,6 +28,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 import redis
 import redis.asyncio as aioredis
@@ -149,6 +150,23 @@ STORE_STATE_CODES = frozenset(
         "NOPERM",
     }
 )
+
+
+def redacted_url(url: str) -> str:
+    """``url`` fit for a message or log line: its password (in the user
+    part or a ``password`` query argument) reads ``***``."""
+    parts = urlsplit(url)
+    if parts.password is None and "password" not in parts.query.lower():
+        return url  # as written: urlunsplit would drop unix:// to unix:
+    netloc = parts.netloc
+    if parts.password is not None:
+        userinfo, host = netloc.rsplit("@", 1)
+        netloc = f"{userinfo.split(':', 1)[0]}:***@{host}"
+    query = "&".join(
+        f"{name}=***" if "password" in name.lower() else f"{name}={value}"
+        for name, value in parse_qsl(parts.query, keep_blank_values=True)
+    )
+    return urlunsplit(parts._replace(netloc=netloc, query=query))
 
 
 def answered_with_error(exc: StoreUnavailable) -> bool:

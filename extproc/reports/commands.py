@@ -105,6 +105,7 @@ def _read_spend(first: date, last: date) -> list[SpendRow] | None:
     """Spend rows from the configured Redis, or None after printing why not."""
     import redis
 
+    from extproc.budgets.clients import redacted_url
     from extproc.policy import load_policy
     from extproc.settings import Settings
     from extproc.spend import read_spend
@@ -118,7 +119,8 @@ def _read_spend(first: date, last: date) -> list[SpendRow] | None:
         return read_spend(client, tenant, first, last)
     except redis.RedisError as exc:
         print(
-            f"tollgate: cannot read spend from {settings.effective_redis_url}: {exc}",
+            f"tollgate: cannot read spend from "
+            f"{redacted_url(settings.effective_redis_url)}: {exc}",
             file=sys.stderr,
         )
         return None

@@ -12,7 +12,7 @@ from redis.exceptions import (
     TimeoutError,
 )
 
-from extproc.budgets.clients import answered_with_error, store_errors
+from extproc.budgets.clients import answered_with_error, redacted_url, store_errors
 from extproc.errors import StoreUnavailable
 
 
@@ -71,3 +71,16 @@ def test_an_error_reply_is_quoted_in_the_reason() -> None:
         "redis refused while testing: READONLY You can't write against a read "
         "only replica." == str(_raised(reply))
     )
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("rediss://:p%40ss@r.example:6380/0", "rediss://:***@r.example:6380/0"),
+        ("redis://app:pw@r:6379/2", "redis://app:***@r:6379/2"),
+        ("redis://r:6379/0?password=pw&db=1", "redis://r:6379/0?password=***&db=1"),
+        ("unix:///run/redis.sock?db=3", "unix:///run/redis.sock?db=3"),
+    ],
+)
+def test_a_url_is_shown_without_its_password(url: str, shown: str) -> None:
+    assert shown == redacted_url(url)

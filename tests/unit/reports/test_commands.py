@@ -110,3 +110,15 @@ def test_unreachable_redis_ends_with_exit_code_one(
     code = bill_command(argparse.Namespace(month="2026-11", format="csv", output=None))
 
     assert (1, True) == (code, "cannot read spend" in capsys.readouterr().err)
+
+
+def test_unreachable_redis_is_named_without_its_password(
+    monkeypatch, capsys
+) -> None:
+    monkeypatch.setenv("TOLLGATE_REDIS_URL", "redis://app:hunter%2F2@127.0.0.1:1/0")
+    monkeypatch.setenv("TOLLGATE_POLICY_FILE", str(DEMO_POLICY))
+
+    bill_command(argparse.Namespace(month="2026-11", format="csv", output=None))
+
+    err = capsys.readouterr().err
+    assert ("hunter" in err, "redis://app:***@127.0.0.1:1/0" in err) == (False, True)
