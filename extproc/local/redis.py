@@ -34,9 +34,11 @@ class RedisProcess(_process.Child):
         ready_timeout_s: float = 10.0,
         stop_timeout_s: float = 5.0,
         durable: bool = False,
+        extra_args: tuple[str, ...] = (),
     ) -> None:
         self.port = port if port is not None else free_port()
         self.durable = durable  # append-only file, fsync'd: data survives restarts
+        self.extra_args = extra_args  # more redis-server options, as on its CLI
         self.workdir = Path(workdir)
         self.binary = binary
         self.ready_timeout_s = ready_timeout_s
@@ -100,6 +102,7 @@ class RedisProcess(_process.Child):
             "always",
             "--dir",
             str(self.workdir),
+            *self.extra_args,
         ]
 
     def _wait_for_pong(self) -> None:
@@ -134,4 +137,5 @@ def _answers_ping(port: int) -> bool:
     except OSError:
         return False
 
-    return reply.startswith(b"+PONG")
+    # A server that requires a password answers, but with NOAUTH.
+    return reply.startswith((b"+PONG", b"-NOAUTH"))

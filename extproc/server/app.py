@@ -19,6 +19,7 @@ from extproc.budgets.admin import OverrideBook
 from extproc.budgets.clients import open_async_client
 from extproc.budgets.journal import Journal, replay_forever
 from extproc.budgets.leases import sweep_forever
+from extproc.budgets.preflight import check_store
 from extproc.budgets.store import BudgetStore
 from extproc.credentials import CredentialReader
 from extproc.errors import ConfigError
@@ -71,6 +72,7 @@ async def serve(settings: Settings, *, ready: Callable[[], None] | None = None) 
         return Runtime(policy, credentials, store, keys=keys, overrides=overrides)
 
     watcher = PolicyWatcher(settings.policy_file, compile_policy)
+    await check_store(client, watcher.current.tenant, settings.effective_redis_url)
     journal = Journal(settings.journal_path, max_bytes=settings.journal_max_bytes)
     telemetry = Telemetry.from_environment(
         prometheus_port=settings.prometheus_port,
