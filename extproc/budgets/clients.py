@@ -44,7 +44,7 @@ from redis.exceptions import (
 from redis.retry import Retry
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from extproc.errors import StoreUnavailable
+from extproc.errors import ConfigError, StoreUnavailable
 
 STORE_ERRORS: tuple[type[Exception], ...] = (RedisError, RedisClusterException)
 
@@ -73,8 +73,14 @@ def async_client(
     """An asyncio client of ``url``; a cluster client when ``cluster``.
 
     ``url`` names any one node of a cluster; the client discovers the rest.
+    Raises ``ConfigError`` for a URL redis-py cannot use (Sentinel's, say).
     """
     timeout_s = timeout_ms / 1000
+    with _url_errors(url):
+        return _async_client(url, cluster, timeout_s)
+
+
+def _async_client(url: str, cluster: bool, timeout_s: float) -> AsyncClient:
     if cluster:
         return AsyncRedisCluster.from_url(
             url,
@@ -114,9 +120,15 @@ def sync_client(
     """A blocking client of ``url`` for commands and admin calls.
 
     The cluster client reads the cluster's slots when it is made, so it
-    raises ``StoreUnavailable`` here when no node answers.
+    raises ``StoreUnavailable`` here when no node answers; ``ConfigError``
+    for a URL redis-py cannot use.
     """
     timeout_s = timeout_ms / 1000
+    with _url_errors(url):
+        return _sync_client(url, cluster, timeout_s)
+
+
+def _sync_client(url: str, cluster: bool, timeout_s: float) -> SyncClient:
     if cluster:
         with store_errors("reading the cluster's slots"):
             return redis.RedisCluster.from_url(
@@ -150,6 +162,18 @@ STORE_STATE_CODES = frozenset(
         "NOPERM",
     }
 )
+
+
+@contextmanager
+def _url_errors(url: str) -> Iterator[None]:
+    """Turn redis-py's ``ValueError`` for an unusable URL into ``ConfigError``."""
+    try:
+        yield
+    except ValueError as exc:
+        raise ConfigError(
+            f"TOLLGATE_REDIS_URL {redacted_url(url)} cannot be used: {exc} "
+            "(Sentinel URLs are not supported: name the primary's endpoint)"
+        ) from exc
 
 
 def redacted_url(url: str) -> str:

@@ -12,8 +12,14 @@ from redis.exceptions import (
     TimeoutError,
 )
 
-from extproc.budgets.clients import answered_with_error, redacted_url, store_errors
-from extproc.errors import StoreUnavailable
+from extproc.budgets.clients import (
+    answered_with_error,
+    async_client,
+    redacted_url,
+    store_errors,
+    sync_client,
+)
+from extproc.errors import ConfigError, StoreUnavailable
 
 
 def _raised(error: Exception) -> StoreUnavailable:
@@ -84,3 +90,11 @@ def test_an_error_reply_is_quoted_in_the_reason() -> None:
 )
 def test_a_url_is_shown_without_its_password(url: str, shown: str) -> None:
     assert shown == redacted_url(url)
+
+
+@pytest.mark.parametrize("make", [async_client, sync_client])
+def test_a_sentinel_url_is_a_configuration_error(make) -> None:
+    with pytest.raises(ConfigError, match="Sentinel URLs are not supported") as bad:
+        make("redis+sentinel://:pw@sentinel:26379/mymaster")
+
+    assert ":***@" in str(bad.value)
