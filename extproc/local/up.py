@@ -11,6 +11,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from extproc.budgets.clients import redacted_url
 from extproc.errors import ConfigError
 from extproc.local import _process
 from extproc.local.demo import demo_responder
@@ -138,17 +139,21 @@ def _banner(
     mode = (
         "demo: providers are played by a local stand-in" if demo else "live providers"
     )
+    shown_url = redacted_url(redis_url)
+    # A URL with a password came from the environment, where the spend
+    # command below finds it too; the banner never prints the password.
+    url_setting = f"TOLLGATE_REDIS_URL={redis_url} " if shown_url == redis_url else ""
     print(
         f"tollgate is up ({mode})\n"
         f"  send AI traffic to  http://127.0.0.1:{envoy.listen_port}/openai/v1 "
         f"and http://127.0.0.1:{envoy.listen_port}/anthropic\n"
         f"  ext_proc server     {extproc.address}\n"
-        f"  redis               {redis_url}\n"
+        f"  redis               {shown_url}\n"
         f"  policy              {policy}\n"
         f"  logs                {workdir}\n"
         f"try:\n{CURL_EXAMPLE.format(port=envoy.listen_port)}"
         f"then see the spend (kept in this run's Redis, gone when it stops):\n"
-        f"  TOLLGATE_REDIS_URL={redis_url} TOLLGATE_POLICY_FILE={policy} "
+        f"  {url_setting}TOLLGATE_POLICY_FILE={policy} "
         f"{_tollgate_command()} spend\n"
         "Ctrl-C stops everything.",
         flush=True,
