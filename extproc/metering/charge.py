@@ -22,6 +22,11 @@ never the JSON and event framing around it; a part of the body that could
 not be read (an event that does not parse, one cut in its middle) counts
 whole, since its text is unknown. So a stream cut before its first word costs its prompt.
 
+A non-streamed answer is generated, and billed, whole before its first byte
+is sent: one whose body was cut (the upstream reset, a content-length that
+promised more than came) lost its usage, not its output, and is charged its
+output cap unless it reported the output before the cut.
+
 A call cut before any answer came (the client gone before the response
 headers) depends on how it was asked for. A provider stops a stream whose
 connection closes, and none of its text arrived: its prompt, as above. A
@@ -133,6 +138,8 @@ def _estimate(facts: CallFacts, reading: Reading) -> Usage:
     seen = reading.usage or Usage()
     generated = reading.text_chars + reading.unread_chars
     output = min(facts.output_cap_tokens, _length_tokens(generated))
+    if _answer_cut_after_generation(facts, reading) and not seen.output_tokens:
+        output = facts.output_cap_tokens
 
     return Usage(
         input_tokens=seen.input_tokens or facts.request_input.tokens(BYTES_PER_TOKEN),
@@ -145,6 +152,13 @@ def _estimate(facts: CallFacts, reading: Reading) -> Usage:
         output_audio_tokens=seen.output_audio_tokens,
         web_search_requests=seen.web_search_requests,
     ).consistent()
+
+
+def _answer_cut_after_generation(facts: CallFacts, reading: Reading) -> bool:
+    """True for a non-streamed answer whose body ended early: the provider
+    had generated all of it before sending any."""
+    cut = not (facts.response_complete or reading.ended)
+    return cut and not facts.streaming
 
 
 def _length_tokens(length: int) -> int:

@@ -245,6 +245,34 @@ def test_upstream_reset_mid_body_is_settled_once_with_an_estimate(
     assert 1 == len(gateway.ledger.entries(request_id))
 
 
+def _settlements_of(gateway, identity: str) -> list[dict]:
+    rows = gateway.ledger.client.xrange(gateway.ledger.prefix + "ledger")
+    entries = [{k.decode(): v.decode() for k, v in f.items()} for _, f in rows]
+    return [e for e in entries if json.loads(e["detail"])["identity"] == identity]
+
+
+def test_upstream_reset_mid_json_answer_is_charged_the_output_cap(
+    gateway, identity
+) -> None:
+    """A non-streamed answer is generated (and billed) whole before its first
+    byte: losing its body loses the usage, not the output."""
+    headers = {
+        "x-tollgate-identity": identity,
+        REPLAY_HEADER: FIXTURE,
+        CUT_HEADER: "300",
+    }
+
+    reply = gateway.client.post(CHAT, BODY, headers)
+
+    assert reply.status >= 500  # Envoy's own answer: the upstream reset
+    settled = _eventually(lambda: _settlements_of(gateway, identity), timeout_s=20)
+    time.sleep(0.5)
+    assert 1 == len(_settlements_of(gateway, identity))
+    assert "estimated_cut" == settled[0]["outcome"]
+    usage = json.loads(settled[0]["detail"])["usage"]
+    assert BODY["max_tokens"] == usage["output_tokens"]
+
+
 def _access_log_line(gateway, request_id: str) -> dict:
     def logged() -> list[dict]:
         lines = gateway.envoy.access_log_path.read_text().splitlines()

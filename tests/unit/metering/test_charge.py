@@ -104,7 +104,7 @@ def test_cut_stream_keeps_reported_input_and_estimates_output() -> None:
     partial = Usage(input_tokens=300, output_tokens=1, cache_read_tokens=200)
     reading = Reading(usage=partial, complete=False, text_chars=400)
 
-    charge = decide_charge(_facts(reading=reading))
+    charge = decide_charge(_facts(reading=reading, streaming=True))
 
     assert "estimated_cut" == charge.outcome
     assert (300, 200, 100) == (
@@ -117,7 +117,9 @@ def test_cut_stream_keeps_reported_input_and_estimates_output() -> None:
 def test_cut_stream_without_generated_text_is_charged_its_prompt_only() -> None:
     reading = Reading(usage=None, problem="stream ended before [DONE]", complete=False)
 
-    charge = decide_charge(_facts(reading=reading, response_complete=False))
+    charge = decide_charge(
+        _facts(reading=reading, response_complete=False, streaming=True)
+    )
 
     assert (Usage(1000, 0), "estimated_cut") == (charge.usage, charge.outcome)
 
@@ -127,7 +129,12 @@ def test_a_prompt_estimate_counts_inline_media_as_billed_not_by_length() -> None
     request_input = InputEstimate(text_bytes=400, media_tokens=4000)
 
     charge = decide_charge(
-        _facts(request_input=request_input, reading=reading, response_complete=False)
+        _facts(
+            request_input=request_input,
+            reading=reading,
+            response_complete=False,
+            streaming=True,
+        )
     )
 
     assert Usage(100 + 4000, 0) == charge.usage
@@ -136,7 +143,9 @@ def test_a_prompt_estimate_counts_inline_media_as_billed_not_by_length() -> None
 def test_unread_body_counts_as_generated_text() -> None:
     reading = Reading(usage=None, complete=False, text_chars=40, unread_chars=360)
 
-    charge = decide_charge(_facts(reading=reading, response_complete=False))
+    charge = decide_charge(
+        _facts(reading=reading, response_complete=False, streaming=True)
+    )
 
     assert 100 == charge.usage.output_tokens
 
@@ -198,3 +207,32 @@ def test_stream_that_sent_its_last_event_is_metered_though_its_body_was_cut() ->
     charge = decide_charge(_facts(reading=ended, response_complete=False))
 
     assert (USAGE, False, "metered") == (charge.usage, charge.estimated, charge.outcome)
+
+
+def test_non_streamed_answer_cut_in_its_body_charges_the_output_cap() -> None:
+    # A JSON answer is generated whole before its first byte is sent.
+    reading = Reading(usage=None, problem="unparseable JSON body", complete=False)
+
+    charge = decide_charge(_facts(reading=reading, response_complete=False))
+
+    assert (Usage(1000, 500), True, "estimated_cut") == (
+        charge.usage,
+        charge.estimated,
+        charge.outcome,
+    )
+
+
+def test_non_streamed_answer_cut_after_its_usage_keeps_the_reported_output() -> None:
+    reading = Reading(usage=Usage(100, 20), complete=False)
+
+    charge = decide_charge(_facts(reading=reading, response_complete=False))
+
+    assert (Usage(100, 20), "estimated_cut") == (charge.usage, charge.outcome)
+
+
+def test_unreadable_but_whole_json_answer_is_estimated_from_its_length() -> None:
+    reading = Reading(usage=None, complete=False, unread_chars=400)
+
+    charge = decide_charge(_facts(reading=reading, response_complete=True))
+
+    assert Usage(1000, 100) == charge.usage
