@@ -51,7 +51,9 @@ class Reply:
     ``chunk_delay_s`` between chunks. ``end_delay_s`` pauses after the last
     chunk before the body ends: a server that flushes its last event and
     closes the body later. ``reset`` drops the connection after the chunks
-    instead of ending the body: an upstream failing mid-stream.
+    instead of ending the body: an upstream failing mid-stream. ``hang_up``
+    closes the connection without any answer: a provider that took the
+    request and failed before its response began.
     """
 
     status: int
@@ -60,6 +62,7 @@ class Reply:
     chunk_delay_s: float = 0.0
     end_delay_s: float = 0.0
     reset: bool = False
+    hang_up: bool = False
 
     @property
     def is_chunked(self) -> bool:
@@ -230,6 +233,10 @@ class _Handler(BaseHTTPRequestHandler):
             self.rfile.readline()
 
     def _write(self, reply: Reply) -> None:
+        if reply.hang_up:
+            self.close_connection = True
+            self.connection.shutdown(socket.SHUT_RDWR)
+            return
         self.send_response(reply.status)
         for name, value in reply.headers.items():
             if name.lower() not in FRAMING_HEADERS:

@@ -64,6 +64,19 @@ METHOD_OVERRIDE_HEADERS = (
 REQUEST_ID_HEADER = GATEWAY_HEADER_PREFIX + "request-id"
 MAX_MODEL_LENGTH = 256
 _READ_METHODS = ("GET", "HEAD", "OPTIONS")
+# Envoy's response code details when it answers itself for a provider that
+# had the request: the connection dropped, or no answer came in time.
+_LOST_AFTER_SENDING = (
+    "upstream_reset_before_response_started",
+    "upstream_response_timeout",
+    "upstream_per_try_timeout",
+    "upstream_per_try_idle_timeout",
+    "stream_idle_timeout",
+)
+# Reset reasons within those details that mean the request never left: no
+# connection was made, the circuit breaker held it, or the provider's HTTP/2
+# server refused the stream unprocessed.
+_NEVER_SENT = ("connection_failure", "connection_timeout", "overflow", "refused")
 
 
 class Call:
@@ -105,6 +118,7 @@ class Call:
         self.output_cap_tokens = 0
 
         self.status: int | None = None
+        self.upstream_lost = False  # Envoy answered for a provider that had it
         self._meter: ResponseMeter | None = None
         self._reading: Reading | None = None
         self.response_complete = False
@@ -178,10 +192,19 @@ class Call:
 
     # Response side: never raises.
 
-    def on_response_headers(self, message: pb.HttpHeaders) -> pb.ProcessingResponse:
-        """Note the status and open the usage reader for the body."""
+    def on_response_headers(
+        self, message: pb.HttpHeaders, details: str = ""
+    ) -> pb.ProcessingResponse:
+        """Note the status and open the usage reader for the body.
+
+        ``details`` is Envoy's response code details. Where they say Envoy
+        answered (a 503, a 504) for a provider that had taken the request,
+        the call is charged as one left unanswered, not as the provider's
+        refusal: the provider may have run and billed it.
+        """
         headers = messages.header_map(message)
         self.status = _status(headers.get(":status", ""))
+        self.upstream_lost = _lost_after_sending(details)
         set_headers = {REQUEST_ID_HEADER: self.request_id}
         if self.reserved is None:
             self.finished = True
@@ -632,7 +655,7 @@ class Call:
             billable=bool(self.endpoint and self.endpoint.billable),
             request_input=self.facts.input if self.facts else InputEstimate(),
             output_cap_tokens=self.output_cap_tokens,
-            status=self.status,
+            status=None if self.upstream_lost else self.status,
             reading=self._reading,
             response_complete=self.response_complete,
             streaming=bool(self.facts and self.facts.streaming),
@@ -758,6 +781,13 @@ def _model_name(model: str | None) -> str:
             f"{MAX_MODEL_LENGTH} characters"
         )
     return model
+
+
+def _lost_after_sending(details: str) -> bool:
+    """True for Envoy's own answer for a provider that may have run the call."""
+    if not details.startswith(_LOST_AFTER_SENDING):
+        return False
+    return not any(reason in details for reason in _NEVER_SENT)
 
 
 def _status(value: str) -> int | None:

@@ -15,6 +15,9 @@ from envoy.type.v3 import http_status_pb2
 from google.protobuf import struct_pb2
 
 OVERWRITE = base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
+# The key under which Envoy sends the attributes the filter's configuration
+# lists (request_attributes, response_attributes).
+ATTRIBUTES_KEY = "envoy.filters.http.ext_proc"
 BODY_NONE = processing_mode_pb2.ProcessingMode.NONE
 METADATA_NAMESPACE = "tollgate"
 
@@ -41,6 +44,15 @@ def header_values(headers: pb.HttpHeaders, name: str) -> list[bytes]:
         for header in headers.headers.headers
         if header.key.lower() == name
     ]
+
+
+def attribute(message: pb.ProcessingRequest, name: str) -> str:
+    """The Envoy attribute ``name`` sent with ``message`` as text; empty when
+    Envoy sent none (the filter does not list it, or it has no value)."""
+    if ATTRIBUTES_KEY not in message.attributes:
+        return ""
+    fields = message.attributes[ATTRIBUTES_KEY].fields
+    return fields[name].string_value if name in fields else ""
 
 
 def header_mutation(

@@ -34,6 +34,10 @@ from extproc.telemetry import Telemetry
 log = logging.getLogger(__name__)
 
 REFUSAL_HEADER = "x-tollgate-refusal"
+# Why Envoy answered as it did: "via_upstream" for the provider's own answer,
+# else Envoy's reason for answering itself (envoy/*.yaml lists it among the
+# filter's response_attributes).
+CODE_DETAILS_ATTRIBUTE = "response.code_details"
 
 
 class ExternalProcessor(pb_grpc.ExternalProcessorServicer):
@@ -127,7 +131,8 @@ class ExternalProcessor(pb_grpc.ExternalProcessorServicer):
         if kind == "request_body":
             return await call.on_request_body(message.request_body)
         if kind == "response_headers":
-            return call.on_response_headers(message.response_headers)
+            details = messages.attribute(message, CODE_DETAILS_ATTRIBUTE)
+            return call.on_response_headers(message.response_headers, details)
         if kind == "response_body":
             return call.on_response_body(message.response_body)
         return messages.empty_reply(kind or "request_headers")

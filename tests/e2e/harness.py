@@ -30,6 +30,7 @@ GZIP_HEADER = "x-replay-gzip"
 CUT_HEADER = "x-replay-cut-after"  # bytes streamed before the stand-in resets
 LINGER_HEADER = "x-replay-linger-ms"  # pause after the last event, before the end
 HOLD_HEADER = "x-replay-hold-ms"  # pause before the answer's headers
+HANG_UP_HEADER = "x-replay-hang-up"  # close the connection without answering
 
 
 def meta(name: str) -> dict[str, Any]:
@@ -66,6 +67,8 @@ def replay_responder(request: RecordedRequest) -> Reply:
             200, {"content-type": "application/json"}, [json.dumps(token).encode()]
         )
     time.sleep(int(request.headers.get(HOLD_HEADER, "0")) / 1000)
+    if request.headers.get(HANG_UP_HEADER):
+        return Reply(0, hang_up=True)
     name = request.headers.get(REPLAY_HEADER, "")
     if not (FIXTURES / f"{name}.meta.json").exists():
         return Reply(500, {"content-type": "text/plain"}, [b"no such fixture"])

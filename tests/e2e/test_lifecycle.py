@@ -11,6 +11,7 @@ import pytest
 from tests.e2e.harness import (
     CUT_HEADER,
     DELAY_HEADER,
+    HANG_UP_HEADER,
     HOLD_HEADER,
     LINGER_HEADER,
     REPLAY_HEADER,
@@ -271,6 +272,27 @@ def test_upstream_reset_mid_json_answer_is_charged_the_output_cap(
     assert "estimated_cut" == settled[0]["outcome"]
     usage = json.loads(settled[0]["detail"])["usage"]
     assert BODY["max_tokens"] == usage["output_tokens"]
+
+
+def test_upstream_gone_after_taking_the_request_is_charged_as_unanswered(
+    gateway, identity
+) -> None:
+    """Envoy's own 503 for a provider that dropped the connection after the
+    request went out is no provider refusal: the call may have been billed."""
+    headers = {
+        "x-tollgate-identity": identity,
+        REPLAY_HEADER: FIXTURE,
+        HANG_UP_HEADER: "1",
+    }
+
+    reply = gateway.client.post(CHAT, BODY, headers)
+
+    assert 503 == reply.status
+    settlement = gateway.ledger.settlement(reply.headers["x-tollgate-request-id"])
+    assert "estimated_no_response" == settlement["outcome"]
+    assert BODY["max_tokens"] == settlement["detail"]["usage"]["output_tokens"]
+    time.sleep(0.5)
+    assert 1 == len(_settlements_of(gateway, identity))
 
 
 def _access_log_line(gateway, request_id: str) -> dict:
