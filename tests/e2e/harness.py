@@ -223,13 +223,7 @@ def post_and_hang_up_unanswered(
 ) -> None:
     """Send a request and drop the socket without reading a byte of the
     answer, as soon as ``once()`` holds (say, once the upstream has it)."""
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-    connection.request(
-        "POST",
-        path,
-        body=json.dumps(body).encode(),
-        headers={"content-type": "application/json", **headers},
-    )
+    connection = _send_json(port, path, body, headers)
     deadline = time.monotonic() + timeout_s
     while not once():
         assert time.monotonic() < deadline, "the condition to hang up never held"
@@ -240,6 +234,14 @@ def post_and_hang_up_unanswered(
 def _post_json(
     port: int, path: str, body: dict[str, Any], headers: dict[str, str]
 ) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse]:
+    connection = _send_json(port, path, body, headers)
+    return connection, connection.getresponse()
+
+
+def _send_json(
+    port: int, path: str, body: dict[str, Any], headers: dict[str, str]
+) -> http.client.HTTPConnection:
+    """A new connection with the JSON request written to it."""
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
     connection.request(
         "POST",
@@ -247,7 +249,7 @@ def _post_json(
         body=json.dumps(body).encode(),
         headers={"content-type": "application/json", **headers},
     )
-    return connection, connection.getresponse()
+    return connection
 
 
 def _hang_up(connection: http.client.HTTPConnection) -> None:

@@ -33,20 +33,9 @@ async def test_a_burst_past_the_pool_size_waits_for_connections(redis) -> None:
     url, cluster = redis
     client = await open_async_client(url, cluster=cluster, timeout_ms=2_000)
     store = BudgetStore(client, f"t-{uuid.uuid4().hex[:8]}", lease_ms=60_000)
-    bucket = BucketSpec("user:alice", 10**12, 0, 86_400_000)
     try:
         levels = await asyncio.gather(
-            *(
-                store.reserve(
-                    f"r{n}",
-                    [bucket],
-                    estimate_micro_usd=1,
-                    estimate_tokens=0,
-                    record={},
-                    now_ms=NOW_MS,
-                )
-                for n in range(BURST)
-            )
+            *(_reserve_one_micro_usd(store, f"r{n}") for n in range(BURST))
         )
     finally:
         await client.aclose()
@@ -63,17 +52,9 @@ async def test_a_burst_against_a_hung_redis_fails_fast_and_recovers(tmp_path) ->
     with RedisProcess(workdir=tmp_path) as redis:
         client = await open_async_client(redis.url, timeout_ms=200)
         store = BudgetStore(client, "hung", lease_ms=60_000)
-        bucket = BucketSpec("user:alice", 10**12, 0, 86_400_000)
 
         async def reserve(request_id: str) -> list[int]:
-            return await store.reserve(
-                request_id,
-                [bucket],
-                estimate_micro_usd=1,
-                estimate_tokens=0,
-                record={},
-                now_ms=NOW_MS,
-            )
+            return await _reserve_one_micro_usd(store, request_id)
 
         try:
             await reserve("warm")  # the script is loaded, a connection open
@@ -143,17 +124,9 @@ async def test_a_failover_behind_one_endpoint_reaches_the_new_primary(
         port = await endpoint.start()
         client = await open_async_client(f"redis://127.0.0.1:{port}/0")
         store = BudgetStore(client, "failover", lease_ms=60_000)
-        bucket = BucketSpec("user:alice", 10**12, 0, 86_400_000)
 
         async def reserve(request_id: str) -> list[int]:
-            return await store.reserve(
-                request_id,
-                [bucket],
-                estimate_micro_usd=1,
-                estimate_tokens=0,
-                record={},
-                now_ms=NOW_MS,
-            )
+            return await _reserve_one_micro_usd(store, request_id)
 
         try:
             await asyncio.gather(*(reserve(f"before-{n}") for n in range(8)))
@@ -166,3 +139,16 @@ async def test_a_failover_behind_one_endpoint_reaches_the_new_primary(
             endpoint.server.close()
 
     assert 16 == len(levels)
+
+
+async def _reserve_one_micro_usd(store: BudgetStore, request_id: str) -> list[int]:
+    """Reserve 1 µUSD for ``request_id`` on a bucket too large to refuse it."""
+    bucket = BucketSpec("user:alice", 10**12, 0, 86_400_000)
+    return await store.reserve(
+        request_id,
+        [bucket],
+        estimate_micro_usd=1,
+        estimate_tokens=0,
+        record={},
+        now_ms=NOW_MS,
+    )
