@@ -94,11 +94,11 @@ class BucketState:
     def level_at(self, spec: BucketSpec, now_ms: int) -> int:
         """The level a reservation at ``now_ms`` would start from.
 
-        Mirrors the reservation script: a new calendar period starts full; a
-        refilled bucket regains ``spec.refill`` per period, pro rata, up to
-        the capacity.
+        Mirrors the reservation script: a new calendar period, and a budget
+        of another kind, starts full; a refilled bucket regains
+        ``spec.refill`` per period, pro rata, up to the capacity.
         """
-        if spec.period_id and spec.period_id != self.period:
+        if spec.period_id != self.period:
             return spec.capacity
         level = self.level_micro_usd
         if not spec.period_id and spec.refill > 0 and now_ms > self.updated_ms:

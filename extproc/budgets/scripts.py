@@ -67,7 +67,11 @@ for i = 1, n do
     -- The budget changed size: what was spent stays spent.
     level = level + (cap - old_cap)
   end
-  if level == nil or (period_id ~= '' and old_period ~= period_id) then
+  -- A bucket starts afresh in a new period and when it changes kind (a
+  -- calendar budget reloaded as a refilled one, or the other way round):
+  -- what the old kind held is settled against the level it was taken from,
+  -- which is gone (see SETTLE).
+  if level == nil or (old_period or '') ~= period_id then
     level, ts = cap, now
   elseif period_id == '' and amount > 0 and now > ts then
     local added = math.floor((now - ts) * amount / period_ms)
@@ -143,6 +147,9 @@ return reply
 #           gateway refused the call after reserving, so it never ran)
 # ARGV[14..] two per bucket, in KEYS order: the amount actually used
 #           (-1: what was held), soft limits as comma-separated percents;
+#           a bucket holding the call is charged the used amount less its
+#           hold; one that started afresh since the hold (its period id is
+#           no longer the reservation's) only what was used beyond the hold;
 #           then any further spend field prefixes (custom attribution), each
 #           booked with the cost and one request
 #           A 'held' settlement of a known cost whose reservation is gone
@@ -190,11 +197,17 @@ for i = 7, #KEYS do
     used = hold
   end
   local state = redis.call('HMGET', KEYS[i], 'period', 'cap')
-  local refund = hold
+  local charge = used - hold
   if (state[1] or '') ~= (periods[b] or '') then
-    refund = 0
+    -- The bucket started afresh since the hold (a new period, another kind
+    -- of budget): the level that paid the hold is gone with it, so the new
+    -- one pays only what the call cost beyond what was held, and the call
+    -- is not charged twice across a boundary.
+    charge = math.max(charge, 0)
   end
-  local level = redis.call('HINCRBY', KEYS[i], 'level', refund - used)
+  -- 0 - charge, not -charge: a negated zero is sent as '-0', which HINCRBY
+  -- refuses.
+  local level = redis.call('HINCRBY', KEYS[i], 'level', 0 - charge)
   if hold > 0 and redis.call('HINCRBY', KEYS[i], 'inflight', -hold) < 0 then
     redis.call('HSET', KEYS[i], 'inflight', 0)
   end

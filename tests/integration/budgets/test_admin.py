@@ -42,6 +42,9 @@ teams:
 MONTHLY_500 = parse_budget({"amount_usd": "500", "period": "month"})
 MONTHLY_100 = parse_budget({"amount_usd": "100", "period": "month"})
 DAILY_20 = parse_budget({"amount_usd": "20", "period": "day"})
+REFILLED_40 = parse_budget(
+    {"capacity_usd": "40", "refill_usd": "1", "refill_every": "1d"}
+)
 
 
 @pytest.fixture
@@ -219,6 +222,17 @@ async def test_switching_kind_leaves_the_bucket_to_start_afresh(
 
     view = budget_view(admin, policy.tenant, "user:alice", policy, NOW)
     assert (0, 20_000_000) == (shift, view.level_now_micro_usd)
+
+
+async def test_switching_a_calendar_budget_to_a_refilled_one_starts_afresh(
+    admin, store, policy
+) -> None:
+    await _spend(store, policy, "alice", 290_000_000)
+
+    shift = set_override(admin, policy.tenant, "user:alice", REFILLED_40, now=NOW)
+
+    view = budget_view(admin, policy.tenant, "user:alice", policy, NOW)
+    assert (0, 40_000_000) == (shift, view.level_now_micro_usd)
 
 
 async def test_removing_an_override_rebases_to_the_policy_budget(

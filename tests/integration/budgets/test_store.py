@@ -283,17 +283,6 @@ async def test_calendar_bucket_resets_when_the_period_changes(store) -> None:
     assert 700 == await _level(store)
 
 
-async def test_settlement_after_a_reset_does_not_refund_the_new_period(store) -> None:
-    march = BucketSpec("user:alice", 1000, period_id="month:2027-03-01")
-    april = BucketSpec("user:alice", 1000, period_id="month:2027-04-01")
-    await _reserve(store, "r1", 400, [march])
-    await _reserve(store, "r2", 0, [april])
-
-    await store.settle(_settlement("r1", 100), [april], ALICE)
-
-    assert 900 == await _level(store)
-
-
 async def test_request_rate_limit_counts_requests_not_money(store) -> None:
     rpm = BucketSpec(
         "user:alice#rpm", 2, refill=2, refill_period_ms=60_000, unit="requests"
@@ -523,3 +512,45 @@ async def test_lease_charge_of_a_lost_reservation_books_nothing(store) -> None:
 
     assert booked is False
     assert 0 == await store._redis.xlen(store.keys.ledger)
+
+
+async def test_calendar_budget_reloaded_as_refilled_starts_afresh_and_frees_holds(
+    store,
+) -> None:
+    monthly = BucketSpec("user:alice", 1000, period_id="month:2027-03-01")
+    refilled = BucketSpec("user:alice", 1000, refill=0)
+    await _reserve(store, "r1", 400, [monthly])
+    levels = await _reserve(store, "r2", 0, [refilled])
+
+    await store.settle(_settlement("r1", 100), [monthly], ALICE)
+
+    assert ([1000], 1000) == (levels, await _level(store))
+
+
+async def test_call_held_in_one_period_and_settled_in_the_next_is_not_paid_twice(
+    store,
+) -> None:
+    march = BucketSpec("user:alice", 1000, period_id="month:2027-03-01")
+    april = BucketSpec("user:alice", 1000, period_id="month:2027-04-01")
+    await _reserve(store, "r1", 400, [march])
+    await _reserve(store, "r2", 0, [april])
+
+    await store.settle(_settlement("r1", 100), [march], ALICE)
+
+    assert 1000 == await _level(store)
+
+
+async def test_cost_past_the_hold_of_a_closed_period_is_paid_by_the_next(
+    store,
+) -> None:
+    march = BucketSpec("user:alice", 1000, period_id="month:2027-03-01")
+    april = BucketSpec("user:alice", 1000, period_id="month:2027-04-01")
+    await _reserve(store, "r1", 400, [march])
+    await _reserve(store, "r2", 0, [april])
+
+    await store.settle(_settlement("r1", 700), [march], ALICE)
+
+    assert 700 == await _level(store)
+    assert 0 == int(
+        await store._redis.hget(store.keys.bucket("user:alice"), "inflight")
+    )
