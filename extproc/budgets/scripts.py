@@ -8,7 +8,8 @@ limits); Lua numbers are doubles, exact for integers below 2**53.
 A bucket is a hash with fields ``level`` (what is left; may go below zero
 when a call costs more than its estimate), ``ts`` (ms of the last refill),
 ``cap``, ``period`` (the calendar period id; empty for a continuously
-refilled bucket), ``inflight`` (what reservations not yet settled hold) and
+refilled bucket), ``inflight`` (what reservations not yet settled hold on
+this period's level; zero again when the bucket starts afresh) and
 ``alert:<percent>`` (the period in which that soft limit was last reported).
 """
 
@@ -48,7 +49,7 @@ local function period_in_force(stored, asked)
 end
 
 local n = #KEYS - 2
-local levels, stamps, periods = {}, {}, {}
+local levels, stamps, periods, fresh = {}, {}, {}, {}
 for i = 1, n do
   local at = 5 + 5 * (i - 1)
   local cap, amount = tonumber(ARGV[at + 1]), tonumber(ARGV[at + 2])
@@ -72,7 +73,7 @@ for i = 1, n do
   -- what the old kind held is settled against the level it was taken from,
   -- which is gone (see SETTLE).
   if level == nil or (old_period or '') ~= period_id then
-    level, ts = cap, now
+    level, ts, fresh[i] = cap, now, true
   elseif period_id == '' and amount > 0 and now > ts then
     local added = math.floor((now - ts) * amount / period_ms)
     if level + added >= cap then
@@ -102,6 +103,11 @@ for i = 1, n do
         redis.call('HDEL', key, field)
       end
     end
+  end
+  if fresh[i] then
+    -- What the old period's calls hold left with its level; they give
+    -- nothing back to this one (see SETTLE).
+    redis.call('HSET', key, 'inflight', 0)
   end
   redis.call('HSET', key, 'level', levels[i], 'ts', stamps[i],
              'cap', ARGV[at + 1], 'period', periods[i])
@@ -198,7 +204,8 @@ for i = 7, #KEYS do
   end
   local state = redis.call('HMGET', KEYS[i], 'period', 'cap')
   local charge = used - hold
-  if (state[1] or '') ~= (periods[b] or '') then
+  local holding = (state[1] or '') == (periods[b] or '')
+  if not holding then
     -- The bucket started afresh since the hold (a new period, another kind
     -- of budget): the level that paid the hold is gone with it, so the new
     -- one pays only what the call cost beyond what was held, and the call
@@ -208,8 +215,10 @@ for i = 7, #KEYS do
   -- 0 - charge, not -charge: a negated zero is sent as '-0', which HINCRBY
   -- refuses.
   local level = redis.call('HINCRBY', KEYS[i], 'level', 0 - charge)
-  if hold > 0 and redis.call('HINCRBY', KEYS[i], 'inflight', -hold) < 0 then
-    redis.call('HSET', KEYS[i], 'inflight', 0)
+  local in_flight = tonumber(redis.call('HGET', KEYS[i], 'inflight')) or 0
+  if holding and hold > 0 then
+    in_flight = math.max(in_flight - hold, 0)
+    redis.call('HSET', KEYS[i], 'inflight', in_flight)
   end
   local cap = tonumber(state[2])
   if cap ~= nil and level > cap then
@@ -217,7 +226,9 @@ for i = 7, #KEYS do
     redis.call('HSET', KEYS[i], 'level', cap)
   end
   if cap ~= nil and cap > 0 then
-    local spent = cap - level
+    -- What calls still running hold is not spent: counting it would report
+    -- a soft limit (once per period) that their refunds then undo.
+    local spent = cap - level - math.max(in_flight, 0)
     for percent in string.gmatch(ARGV[13 + 2 * b], '([^,]+)') do
       local field = 'alert:' .. percent
       local marker = state[1] or ''

@@ -554,3 +554,32 @@ async def test_cost_past_the_hold_of_a_closed_period_is_paid_by_the_next(
     assert 0 == int(
         await store._redis.hget(store.keys.bucket("user:alice"), "inflight")
     )
+
+
+async def test_soft_limit_counts_spend_not_the_holds_of_calls_in_flight(store) -> None:
+    march = BucketSpec(
+        "team:platform", 1000, period_id="month:2027-03-01", soft_limits=(80,)
+    )
+    await _reserve(store, "long", 900, [march])
+    await _reserve(store, "short", 10, [march])
+    await store.settle(_settlement("short", 10), [march], ALICE)
+    await store.settle(_settlement("long", 20), [march], ALICE)
+    await _reserve(store, "big", 800, [march])
+    await store.settle(_settlement("big", 800), [march], ALICE)
+
+    events = await _events(store)
+
+    assert [(b"80", b"830")] == [(e[b"percent"], e[b"spent"]) for e in events]
+
+
+async def test_holds_of_a_closed_period_are_not_in_flight_in_the_next(store) -> None:
+    march = BucketSpec("user:alice", 1000, period_id="month:2027-03-01")
+    april = BucketSpec("user:alice", 1000, period_id="month:2027-04-01")
+    await _reserve(store, "r1", 400, [march])
+    await _reserve(store, "r2", 300, [april])
+
+    await store.settle(_settlement("r1", 100), [march], ALICE)
+
+    assert 300 == int(
+        await store._redis.hget(store.keys.bucket("user:alice"), "inflight")
+    )
