@@ -575,11 +575,11 @@ async def test_soft_limit_counts_spend_not_the_holds_of_calls_in_flight(store) -
 async def test_holds_of_a_closed_period_are_not_in_flight_in_the_next(store) -> None:
     march = BucketSpec("user:alice", 1000, period_id="month:2027-03-01")
     april = BucketSpec("user:alice", 1000, period_id="month:2027-04-01")
+    key = store.keys.bucket("user:alice")
     await _reserve(store, "r1", 400, [march])
     await _reserve(store, "r2", 300, [april])
+    after_reset = int(await store._redis.hget(key, "inflight"))
 
     await store.settle(_settlement("r1", 100), [march], ALICE)
 
-    assert 300 == int(
-        await store._redis.hget(store.keys.bucket("user:alice"), "inflight")
-    )
+    assert (300, 300) == (after_reset, int(await store._redis.hget(key, "inflight")))
