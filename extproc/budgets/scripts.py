@@ -10,7 +10,8 @@ when a call costs more than its estimate), ``ts`` (ms of the last refill),
 ``cap``, ``period`` (the calendar period id; empty for a continuously
 refilled bucket), ``inflight`` (what reservations not yet settled hold on
 this period's level; zero again when the bucket starts afresh) and
-``alert:<percent>`` (the period in which that soft limit was last reported).
+``alert:<percent>`` (the period in which that soft limit was last reported;
+dropped when the bucket is full again, which re-arms the limit).
 """
 
 # KEYS[1]   reservation hash        tg:{t}:resv:<request_id>
@@ -49,7 +50,7 @@ local function period_in_force(stored, asked)
 end
 
 local n = #KEYS - 2
-local levels, stamps, periods, fresh = {}, {}, {}, {}
+local levels, stamps, periods, fresh, full = {}, {}, {}, {}, {}
 for i = 1, n do
   local at = 5 + 5 * (i - 1)
   local cap, amount = tonumber(ARGV[at + 1]), tonumber(ARGV[at + 2])
@@ -86,6 +87,7 @@ for i = 1, n do
   if level > cap then
     level = cap
   end
+  full[i] = level >= cap
   if hold > 0 and level < hold then
     local in_flight = tonumber(redis.call('HGET', KEYS[i + 2], 'inflight')) or 0
     return {0, i, level, math.max(in_flight, 0)}
@@ -97,7 +99,11 @@ local buckets, holds = {}, {}
 for i = 1, n do
   local at = 5 + 5 * (i - 1)
   local key = KEYS[i + 2]
-  if redis.call('HGET', key, 'period') ~= periods[i] then
+  if full[i] then
+    -- Nothing spent or held (a new period, or a refilled bucket refilled to
+    -- its capacity): its soft limits may be reported again. Re-armed only
+    -- here, a refilled bucket hovering about a limit reports it once, not
+    -- at every call that crosses it.
     for _, field in ipairs(redis.call('HKEYS', key)) do
       if string.sub(field, 1, 6) == 'alert:' then
         redis.call('HDEL', key, field)
@@ -239,8 +245,6 @@ for i = 7, #KEYS do
                      'bucket', KEYS[i], 'percent', percent, 'spent', spent,
                      'capacity', cap, 'period', marker, 'at_ms', ARGV[12])
         end
-      elseif marker == '' then
-        redis.call('HDEL', KEYS[i], field)
       end
     end
   end

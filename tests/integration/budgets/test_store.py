@@ -583,3 +583,35 @@ async def test_holds_of_a_closed_period_are_not_in_flight_in_the_next(store) -> 
     await store.settle(_settlement("r1", 100), [march], ALICE)
 
     assert (300, 300) == (after_reset, int(await store._redis.hget(key, "inflight")))
+
+
+async def test_soft_limit_of_a_refilled_budget_is_not_reported_per_call(store) -> None:
+    bucket = BucketSpec(
+        "team:platform", 1000, refill=1000, refill_period_ms=1_000_000,
+        soft_limits=(80,),
+    )
+    calls = [(0, 850, 850), (60_000, 100, 5), (70_000, 100, 60)]
+    for i, (after_ms, estimate, cost) in enumerate(calls):
+        now_ms = NOW_MS + after_ms
+        await _reserve(store, f"r{i}", estimate, [bucket], now_ms=now_ms)
+        await store.settle(_settlement(f"r{i}", cost), [bucket], ALICE)
+
+    events = await _events(store)
+
+    assert [b"850"] == [e[b"spent"] for e in events]
+
+
+async def test_soft_limit_of_a_refilled_budget_is_reported_again_once_refilled(
+    store,
+) -> None:
+    bucket = BucketSpec(
+        "team:platform", 1000, refill=1000, refill_period_ms=1_000_000,
+        soft_limits=(80,),
+    )
+    for i, now_ms in enumerate([NOW_MS, NOW_MS + 1_000_000]):
+        await _reserve(store, f"r{i}", 850, [bucket], now_ms=now_ms)
+        await store.settle(_settlement(f"r{i}", 850), [bucket], ALICE)
+
+    events = await _events(store)
+
+    assert [b"850", b"850"] == [e[b"spent"] for e in events]
