@@ -587,7 +587,10 @@ async def test_holds_of_a_closed_period_are_not_in_flight_in_the_next(store) -> 
 
 async def test_soft_limit_of_a_refilled_budget_is_not_reported_per_call(store) -> None:
     bucket = BucketSpec(
-        "team:platform", 1000, refill=1000, refill_period_ms=1_000_000,
+        "team:platform",
+        1000,
+        refill=1000,
+        refill_period_ms=1_000_000,
         soft_limits=(80,),
     )
     calls = [(0, 850, 850), (60_000, 100, 5), (70_000, 100, 60)]
@@ -605,7 +608,10 @@ async def test_soft_limit_of_a_refilled_budget_is_reported_again_once_refilled(
     store,
 ) -> None:
     bucket = BucketSpec(
-        "team:platform", 1000, refill=1000, refill_period_ms=1_000_000,
+        "team:platform",
+        1000,
+        refill=1000,
+        refill_period_ms=1_000_000,
         soft_limits=(80,),
     )
     for i, now_ms in enumerate([NOW_MS, NOW_MS + 1_000_000]):
