@@ -18,8 +18,8 @@ Changing a scope's capacity moves its live bucket's level by the change, in
 the same Lua call that stores the override, so that what was spent stays
 spent: raising a monthly budget from 300 to 500 USD mid-month gives 200 USD
 more at once, and lowering it takes as much away. A budget that switches
-kind (refilled to calendar, or another period) starts afresh instead, as
-the reservation script does at a period change.
+kind (refilled to calendar or back, or another period) starts afresh
+instead, as the reservation script does at a period change.
 
 Functions taking a blocking client raise ``ValueError`` for an invalid scope
 or budget and ``StoreUnavailable`` when Redis does not answer.
