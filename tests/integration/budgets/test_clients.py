@@ -122,7 +122,12 @@ async def test_a_failover_behind_one_endpoint_reaches_the_new_primary(
     ):
         endpoint = _Endpoint(old.port)
         port = await endpoint.start()
-        client = await open_async_client(f"redis://127.0.0.1:{port}/0")
+        # A generous timeout: the promoted server forks to sync its new
+        # replica, and on a busy machine a 250 ms connect can run out then;
+        # what is tested is the READONLY reply, not the timeout.
+        client = await open_async_client(
+            f"redis://127.0.0.1:{port}/0", timeout_ms=2_000
+        )
         store = BudgetStore(client, "failover", lease_ms=60_000)
 
         async def reserve(request_id: str) -> list[int]:
