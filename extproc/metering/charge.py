@@ -20,7 +20,8 @@ is more, up to the request's output cap. The text is
 what the provider generated (content, reasoning, tool-call arguments),
 never the JSON and event framing around it; a part of the body that could
 not be read (an event that does not parse, one cut in its middle) counts
-whole, since its text is unknown. So a stream cut before its first word costs its prompt.
+whole, since its text is unknown. So a stream cut before its first word
+costs its prompt.
 
 A non-streamed answer is generated, and billed, whole before its first byte
 is sent: one whose body was cut (the upstream reset, a content-length that
@@ -28,7 +29,8 @@ promised more than came) lost its usage, not its output, and is charged its
 output cap unless it reported the output before the cut.
 
 A call cut before any answer came (the client gone before the response
-headers) depends on how it was asked for. A provider stops a stream whose
+headers, or Envoy answering itself for a provider that had taken the
+request) depends on how it was asked for. A provider stops a stream whose
 connection closes, and none of its text arrived: its prompt, as above. A
 non-streamed answer may still be generated and billed whole, and its size
 is never seen: the prompt and the output cap the reservation held.
@@ -77,13 +79,16 @@ class CallFacts:
     reading: Reading | None = None
     response_complete: bool = False
     streaming: bool = False  # the request asked for a stream
+    # The status is Envoy's own (a 503, a 504) for a provider that had taken
+    # the request: no answer came, though the provider may have run it.
+    upstream_lost: bool = False
 
 
 def decide_charge(facts: CallFacts) -> Charge:
     """The charge for a call, by the rules in this module's docstring."""
     if not facts.billable:
         return Charge(None, False, FREE)
-    if facts.status is None:
+    if facts.status is None or facts.upstream_lost:
         return Charge(_unanswered(facts), True, ESTIMATED_NO_RESPONSE)
 
     reading = facts.reading or Reading(usage=None, problem="no reader", complete=False)

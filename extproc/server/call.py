@@ -491,7 +491,9 @@ class Call:
             *(n for n in self._request_headers if n.startswith(GATEWAY_HEADER_PREFIX)),
             *METHOD_OVERRIDE_HEADERS,
         ]
-        remove = [*client_credential_headers(self._request_headers), *internal]
+        # Each name once: the internal headers are mostly x-tollgate-* too.
+        sent_credentials = client_credential_headers(self._request_headers)
+        remove = list(dict.fromkeys([*sent_credentials, *internal]))
         clean_path = without_query_credentials(path)
         try:
             secret = await self.runtime.secret(self.route)
@@ -655,10 +657,11 @@ class Call:
             billable=bool(self.endpoint and self.endpoint.billable),
             request_input=self.facts.input if self.facts else InputEstimate(),
             output_cap_tokens=self.output_cap_tokens,
-            status=None if self.upstream_lost else self.status,
+            status=self.status,
             reading=self._reading,
             response_complete=self.response_complete,
             streaming=bool(self.facts and self.facts.streaming),
+            upstream_lost=self.upstream_lost,
         )
         self.charge = decide_charge(facts)
         if self.charge.usage is None:

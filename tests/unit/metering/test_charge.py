@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from extproc.metering.charge import CallFacts, decide_charge
+from extproc.metering.charge import ESTIMATED_NO_RESPONSE, CallFacts, decide_charge
 from extproc.metering.usage import Usage
 from extproc.providers.base import InputEstimate, Reading
 
@@ -236,3 +236,21 @@ def test_unreadable_but_whole_json_answer_is_estimated_from_its_length() -> None
     charge = decide_charge(_facts(reading=reading, response_complete=True))
 
     assert Usage(1000, 100) == charge.usage
+
+
+def test_envoys_own_answer_for_a_provider_that_had_the_call_is_unanswered() -> None:
+    facts = CallFacts(
+        billable=True,
+        request_input=InputEstimate(text_bytes=400),
+        output_cap_tokens=300,
+        status=503,
+        upstream_lost=True,
+    )
+
+    charge = decide_charge(facts)
+
+    assert (ESTIMATED_NO_RESPONSE, 100, 300) == (
+        charge.outcome,
+        charge.usage.input_tokens,
+        charge.usage.output_tokens,
+    )
