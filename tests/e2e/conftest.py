@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
 
 from extproc.local import (
     EnvoyProcess,
@@ -22,6 +19,7 @@ from extproc.local import (
 )
 from extproc.local.extproc import ExtprocProcess
 from tests.e2e.harness import Client, Ledger, replay_responder
+from tests.service_accounts import service_account_key
 
 TENANT = "e2e"
 PROVIDER_ENV = {
@@ -157,7 +155,7 @@ def running_gateway(
 
     with contextlib.ExitStack() as stack:
         standin = stack.enter_context(StandIn(replay_responder))
-        vertex_key_file.write_text(_service_account_key(f"{standin.url}/token"))
+        vertex_key_file.write_text(service_account_key(f"{standin.url}/token"))
         extproc = stack.enter_context(
             ExtprocProcess(
                 workdir / "extproc",
@@ -204,27 +202,6 @@ def running_gateway(
                 anthropic_key,
                 policy_path,
             )
-
-
-def _service_account_key(token_uri: str) -> str:
-    """A Google service account key whose token endpoint is the stand-in."""
-    private_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    pem = private_key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    ).decode()
-    return json.dumps(
-        {
-            "type": "service_account",
-            "project_id": "proj",
-            "private_key_id": "k1",
-            "private_key": pem,
-            "client_email": "tollgate@proj.iam.gserviceaccount.com",
-            "client_id": "1",
-            "token_uri": token_uri,
-        }
-    )
 
 
 @pytest.fixture(scope="session")

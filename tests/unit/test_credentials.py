@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
 from google.auth import exceptions
 from google.oauth2 import service_account
 
@@ -18,6 +15,7 @@ from extproc import credentials
 from extproc.credentials import CredentialReader, Secret
 from extproc.errors import CredentialError
 from extproc.policy.model import CredentialSource
+from tests.service_accounts import service_account_key
 
 
 def test_env_credential_is_read(monkeypatch) -> None:
@@ -182,19 +180,9 @@ def test_key_file_broken_mid_rotation_keeps_the_last_key_steadily(
 def _service_account_reader(
     tmp_path: Path,
 ) -> tuple[CredentialReader, CredentialSource]:
-    private_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    pem = private_key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    ).decode()
-    info = {
-        "type": "service_account",
-        "private_key": pem,
-        "client_email": "tollgate@proj.iam.gserviceaccount.com",
-        "token_uri": "https://oauth2.invalid/token",
-    }
-    (tmp_path / "sa.json").write_text(json.dumps(info))
+    (tmp_path / "sa.json").write_text(
+        service_account_key("https://oauth2.invalid/token")
+    )
     source = CredentialSource(
         file=str(tmp_path / "sa.json"), format="google_service_account"
     )

@@ -57,6 +57,9 @@ def _settlement(request_id: str, cost: int) -> Settlement:
 
 
 ALICE = Attribution("alice", "openai", "gpt-4o")
+# One monthly budget of 1000 in two months, for calls across the boundary.
+MARCH = BucketSpec("user:alice", 1000, period_id="month:2027-03-01")
+APRIL = BucketSpec("user:alice", 1000, period_id="month:2027-04-01")
 
 
 async def _level(store: BudgetStore, scope: str = "user:alice") -> int:
@@ -442,12 +445,10 @@ async def test_estimate_past_exact_integers_is_refused_and_holds_nothing(
 async def test_gateway_with_a_lagging_clock_does_not_reset_a_new_period(
     store,
 ) -> None:
-    march = BucketSpec("user:alice", 1000, period_id="month:2027-03-01")
-    april = BucketSpec("user:alice", 1000, period_id="month:2027-04-01")
-    await _reserve(store, "r1", 300, [april])
+    await _reserve(store, "r1", 300, [APRIL])
 
-    await _reserve(store, "r2", 100, [march])
-    levels = await _reserve(store, "r3", 100, [april])
+    await _reserve(store, "r2", 100, [MARCH])
+    levels = await _reserve(store, "r3", 100, [APRIL])
 
     assert [500] == levels
 
@@ -517,7 +518,7 @@ async def test_lease_charge_of_a_lost_reservation_books_nothing(store) -> None:
 async def test_calendar_budget_reloaded_as_refilled_starts_afresh_and_frees_holds(
     store,
 ) -> None:
-    monthly = BucketSpec("user:alice", 1000, period_id="month:2027-03-01")
+    monthly = MARCH
     refilled = BucketSpec("user:alice", 1000, refill=0)
     await _reserve(store, "r1", 400, [monthly])
     levels = await _reserve(store, "r2", 0, [refilled])
@@ -530,12 +531,10 @@ async def test_calendar_budget_reloaded_as_refilled_starts_afresh_and_frees_hold
 async def test_call_held_in_one_period_and_settled_in_the_next_is_not_paid_twice(
     store,
 ) -> None:
-    march = BucketSpec("user:alice", 1000, period_id="month:2027-03-01")
-    april = BucketSpec("user:alice", 1000, period_id="month:2027-04-01")
-    await _reserve(store, "r1", 400, [march])
-    await _reserve(store, "r2", 0, [april])
+    await _reserve(store, "r1", 400, [MARCH])
+    await _reserve(store, "r2", 0, [APRIL])
 
-    await store.settle(_settlement("r1", 100), [march], ALICE)
+    await store.settle(_settlement("r1", 100), [MARCH], ALICE)
 
     assert 1000 == await _level(store)
 
@@ -543,12 +542,10 @@ async def test_call_held_in_one_period_and_settled_in_the_next_is_not_paid_twice
 async def test_cost_past_the_hold_of_a_closed_period_is_paid_by_the_next(
     store,
 ) -> None:
-    march = BucketSpec("user:alice", 1000, period_id="month:2027-03-01")
-    april = BucketSpec("user:alice", 1000, period_id="month:2027-04-01")
-    await _reserve(store, "r1", 400, [march])
-    await _reserve(store, "r2", 0, [april])
+    await _reserve(store, "r1", 400, [MARCH])
+    await _reserve(store, "r2", 0, [APRIL])
 
-    await store.settle(_settlement("r1", 700), [march], ALICE)
+    await store.settle(_settlement("r1", 700), [MARCH], ALICE)
 
     assert 700 == await _level(store)
     assert 0 == int(
@@ -573,14 +570,12 @@ async def test_soft_limit_counts_spend_not_the_holds_of_calls_in_flight(store) -
 
 
 async def test_holds_of_a_closed_period_are_not_in_flight_in_the_next(store) -> None:
-    march = BucketSpec("user:alice", 1000, period_id="month:2027-03-01")
-    april = BucketSpec("user:alice", 1000, period_id="month:2027-04-01")
     key = store.keys.bucket("user:alice")
-    await _reserve(store, "r1", 400, [march])
-    await _reserve(store, "r2", 300, [april])
+    await _reserve(store, "r1", 400, [MARCH])
+    await _reserve(store, "r2", 300, [APRIL])
     after_reset = int(await store._redis.hget(key, "inflight"))
 
-    await store.settle(_settlement("r1", 100), [march], ALICE)
+    await store.settle(_settlement("r1", 100), [MARCH], ALICE)
 
     assert (300, 300) == (after_reset, int(await store._redis.hget(key, "inflight")))
 
